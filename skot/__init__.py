@@ -1,0 +1,6 @@
+"""skot: reusable neural semi-discrete optimal transport (OT-Net), scikit-learn native."""
+
+from ._transport import OTNetTransport
+
+__all__ = ["OTNetTransport", "__version__"]
+__version__ = "0.1.0.dev0"

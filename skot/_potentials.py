@@ -1,0 +1,210 @@
+"""Height parameterisations of the Brenier potential ``u(x) = max_j <x, y_j> + h_j``.
+
+Pure torch, no scikit-learn. Every model maps target points ``Y`` (already normalised by the
+solver) to heights ``h``. All three include the offset ``-|y|^2 / 2``: with a zero correction the
+power diagram is the Voronoi diagram of the targets (the nearest-target map), a far better start
+than equal heights, and the trainable part only learns the dual potential's correction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "HEIGHT_KINDS",
+    "HeightModel",
+    "NetworkHeights",
+    "ResidualHeights",
+    "VectorHeights",
+    "make_height_model",
+    "typical_spacing",
+]
+
+HEIGHT_KINDS = ("vector", "network", "residual")
+
+
+def _offset(Y: Tensor) -> Tensor:
+    return -0.5 * (Y * Y).sum(dim=1)
+
+
+class HeightModel(nn.Module):
+    """Base class: ``forward(Y)`` returns the heights of the rows of ``Y``.
+
+    ``uses_index`` is true when the model stores one free parameter per target point, so it is
+    tied to the order and number of the targets it was built for.
+    """
+
+    uses_index = False
+
+    def correction(self, Y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, Y: Tensor) -> Tensor:
+        return _offset(Y) + self.correction(Y)
+
+
+class VectorHeights(HeightModel):
+    """A free height per target point (the classic AE-OT / Gu et al. variational solver)."""
+
+    uses_index = True
+
+    def __init__(self, n_targets: int):
+        super().__init__()
+        self.residual = nn.Parameter(torch.zeros(n_targets))
+
+    def correction(self, Y: Tensor) -> Tensor:
+        if Y.shape[0] != self.residual.shape[0]:
+            raise ValueError(
+                f"this height vector was built for {self.residual.shape[0]} target points, "
+                f"got {Y.shape[0]}"
+            )
+        return self.residual
+
+
+class _MLP(nn.Module):
+    """MLP with an optional random Fourier embedding of its input.
+
+    Heights vary on the scale of the spacing between targets; a plain MLP is biased towards
+    smooth functions and cannot follow that. Random features ``sin(2 pi <b, y>)``,
+    ``cos(2 pi <b, y>)`` with ``b ~ N(0, frequency^2 I)`` fix it (Tancik et al., 2020).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_layer_sizes: Sequence[int],
+        frequency: float = 0.0,
+        n_fourier: int = 128,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.register_buffer(
+            "freqs",
+            frequency
+            * torch.randn(n_features, n_fourier if frequency > 0 else 0, generator=generator),
+        )
+        layers: list[nn.Module] = []
+        width = n_features + 2 * self.freqs.shape[1]
+        for size in hidden_layer_sizes:
+            layers += [nn.Linear(width, size), nn.SiLU()]
+            width = size
+        last = nn.Linear(width, 1)
+        # Start from a zero correction: the first map is the Voronoi (nearest-target) map.
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        layers.append(last)
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, Y: Tensor) -> Tensor:
+        if self.freqs.shape[1]:
+            z = 2 * math.pi * (Y @ self.freqs)
+            Y = torch.cat([Y, torch.sin(z), torch.cos(z)], dim=1)
+        return self.layers(Y).squeeze(-1)
+
+
+class NetworkHeights(HeightModel):
+    """OT-Net heights ``h_j = -|y_j|^2 / 2 + f_theta(y_j)`` with an MLP ``f_theta``.
+
+    No batch-dependent layers: a point's height never depends on the other targets, so the
+    trained network gives heights for new target points at once.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden_layer_sizes: Sequence[int] = (256, 256),
+        frequency: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.net = _MLP(n_features, hidden_layer_sizes, frequency, generator=generator)
+
+    def correction(self, Y: Tensor) -> Tensor:
+        return self.net(Y)
+
+
+class ResidualHeights(HeightModel):
+    """Network plus a free residual per target point: ``h_j = f_theta(y_j) + r_j``.
+
+    The residual removes the network's approximation error; the network keeps its
+    generalisation to new target points.
+    """
+
+    uses_index = True
+
+    def __init__(
+        self,
+        n_features: int,
+        n_targets: int,
+        hidden_layer_sizes: Sequence[int] = (256, 256),
+        frequency: float = 0.0,
+        generator: torch.Generator | None = None,
+    ):
+        super().__init__()
+        self.net = _MLP(n_features, hidden_layer_sizes, frequency, generator=generator)
+        self.residual = nn.Parameter(torch.zeros(n_targets))
+
+    def correction(self, Y: Tensor) -> Tensor:
+        if Y.shape[0] != self.residual.shape[0]:
+            raise ValueError(
+                f"this residual was built for {self.residual.shape[0]} target points, "
+                f"got {Y.shape[0]}"
+            )
+        return self.net(Y) + self.residual
+
+
+def typical_spacing(
+    Y: Tensor, n_queries: int = 1024, generator: torch.Generator | None = None
+) -> float:
+    """Median distance from a target point to its nearest other target point.
+
+    Measured for at most ``n_queries`` random targets against all of them, in chunks, so it
+    costs ``O(n_queries x m x d)`` time and ``O(n_queries x chunk)`` memory.
+    """
+    m = Y.shape[0]
+    if m < 2:
+        return 1.0
+    q = torch.randperm(m, generator=generator)[: min(n_queries, m)].to(Y.device)
+    Q = Y[q]
+    best = torch.full((Q.shape[0],), math.inf, dtype=Y.dtype, device=Y.device)
+    chunk = max(1, 2**22 // Q.shape[0])
+    for c0 in range(0, m, chunk):
+        dist = torch.cdist(Q, Y[c0 : c0 + chunk])
+        own = q[:, None] == torch.arange(c0, c0 + dist.shape[1], device=Y.device)[None, :]
+        dist[own] = math.inf
+        best = torch.minimum(best, dist.min(dim=1).values)
+    best = best[torch.isfinite(best) & (best > 0)]
+    return float(best.median()) if best.numel() else 1.0
+
+
+def make_height_model(
+    kind: str,
+    n_features: int,
+    n_targets: int,
+    hidden_layer_sizes: Sequence[int] = (256, 256),
+    frequency: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> HeightModel:
+    """Build the height model named ``kind`` (one of :data:`HEIGHT_KINDS`).
+
+    ``frequency`` is the standard deviation of the random Fourier frequencies of the network
+    (``0``: no Fourier embedding). Weights are drawn from ``generator`` when given.
+    """
+    if kind == "vector":
+        return VectorHeights(n_targets)
+    if kind not in HEIGHT_KINDS:
+        raise ValueError(f"height must be one of {HEIGHT_KINDS}, got {kind!r}")
+    if generator is not None:
+        # nn.Linear draws its initial weights from the global generator: seed a private copy.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+            return make_height_model(
+                kind, n_features, n_targets, hidden_layer_sizes, frequency, None
+            )
+    if kind == "network":
+        return NetworkHeights(n_features, hidden_layer_sizes, frequency)
+    return ResidualHeights(n_features, n_targets, hidden_layer_sizes, frequency)

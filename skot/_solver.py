@@ -1,0 +1,451 @@
+"""Semi-discrete optimal transport (quadratic cost) by stochastic convex optimisation.
+
+Pure torch, no scikit-learn. The pieces, each usable alone:
+
+- :func:`power_assign`: ``argmax_j <x, y_j> + h_j`` with targets processed in chunks and a
+  running max, so memory is ``O(rows x chunk)`` whatever the number of targets.
+- :func:`cell_masses`: the mass of each power cell under a weighted sample (hard or entropic),
+  and the mean of the potential, in one pass. This is the only place the source is touched, and
+  it returns local sums, so a data-parallel version needs one all-reduce of its outputs.
+- :class:`Problem`, :class:`SolverConfig`, :class:`SolverState`: the data (normalised), the
+  hyperparameters and the resumable state (a plain object, so training can continue).
+- :func:`init_state`, :func:`run`: Adam on the energy
+  ``E(h) = E_x[max_j <x, y_j> + h_j] - sum_j nu_j h_j``, whose gradient with respect to the
+  heights is ``w(h) - nu`` (cell masses minus target weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ._potentials import HeightModel
+
+__all__ = [
+    "Problem",
+    "SolverConfig",
+    "SolverState",
+    "DivergenceError",
+    "cell_masses",
+    "init_state",
+    "marginal_error",
+    "power_assign",
+    "run",
+    "state_from_dict",
+    "state_to_dict",
+]
+
+
+class DivergenceError(ValueError):
+    """Training produced a non-finite energy or non-finite heights."""
+
+
+def _col_chunk(n_rows: int, n_cols: int, block_elements: int) -> int:
+    return max(1, min(n_cols, block_elements // max(n_rows, 1)))
+
+
+def _row_chunk(n_rows: int, block_elements: int) -> int:
+    # Keep at least a few thousand target columns per block when rows are many.
+    return max(1, min(n_rows, block_elements // 1024))
+
+
+def power_assign(
+    X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int = 2**24
+) -> tuple[Tensor, Tensor]:
+    """Return ``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``.
+
+    Targets are processed in chunks with a running max: memory is bounded by
+    ``block_elements`` scores whatever the number of targets. Ties go to the lowest index.
+    """
+    n, m = X.shape[0], Y.shape[0]
+    best_val = torch.empty(n, dtype=X.dtype, device=X.device)
+    best_idx = torch.empty(n, dtype=torch.long, device=X.device)
+    rows = _row_chunk(n, block_elements)
+    cols = _col_chunk(rows, m, block_elements)
+    for r0 in range(0, n, rows):
+        xb = X[r0 : r0 + rows]
+        val = idx = None
+        for c0 in range(0, m, cols):
+            scores = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T)
+            v, i = scores.max(dim=1)
+            if val is None:
+                val, idx = v, i
+            else:
+                better = v > val
+                val = torch.where(better, v, val)
+                idx = torch.where(better, i + c0, idx)
+        best_val[r0 : r0 + rows] = val
+        best_idx[r0 : r0 + rows] = idx
+    return best_val, best_idx
+
+
+def _soft_pass(
+    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, epsilon: float, block_elements: int
+) -> tuple[Tensor, Tensor]:
+    """Entropic cell masses ``sum_i w_i softmax_j(s_ij / eps)`` and ``sum_i w_i lse_i``."""
+    n, m = X.shape[0], Y.shape[0]
+    masses = torch.zeros(m, dtype=X.dtype, device=X.device)
+    total = X.new_zeros(())
+    rows = _row_chunk(n, block_elements)
+    cols = _col_chunk(rows, m, block_elements)
+    for r0 in range(0, n, rows):
+        xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
+        # First pass: log-sum-exp per row with a running max; second pass: the soft counts.
+        lse = None
+        for c0 in range(0, m, cols):
+            s = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T) / epsilon
+            part = torch.logsumexp(s, dim=1)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        for c0 in range(0, m, cols):
+            s = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T) / epsilon
+            masses[c0 : c0 + cols] += torch.exp(s - lse[:, None]).T @ wb
+        total = total + (wb * lse).sum() * epsilon
+    return masses, total
+
+
+def cell_masses(
+    X: Tensor,
+    Y: Tensor,
+    h: Tensor,
+    weights: Tensor | None = None,
+    *,
+    epsilon: float = 0.0,
+    block_elements: int = 2**24,
+) -> tuple[Tensor, Tensor]:
+    """Mass of every power cell and the mean potential under a weighted sample.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n, d)
+        Source points.
+    Y : Tensor of shape (m, d)
+        Target points.
+    h : Tensor of shape (m,)
+        Heights.
+    weights : Tensor of shape (n,), optional
+        Non-negative weights summing to one; uniform when omitted.
+    epsilon : float
+        Entropic smoothing. ``0`` gives hard cells.
+
+    Returns
+    -------
+    masses : Tensor of shape (m,)
+        ``w_j = sum_i weights_i [x_i in cell j]`` (soft membership when ``epsilon > 0``).
+    mean_potential : Tensor of shape ()
+        ``sum_i weights_i u_h(x_i)``.
+    """
+    n = X.shape[0]
+    if weights is None:
+        weights = torch.full((n,), 1.0 / n, dtype=X.dtype, device=X.device)
+    if epsilon > 0:
+        return _soft_pass(X, weights, Y, h, epsilon, block_elements)
+    val, idx = power_assign(X, Y, h, block_elements=block_elements)
+    masses = torch.bincount(idx, weights=weights, minlength=Y.shape[0]).to(X.dtype)
+    return masses, (weights * val).sum()
+
+
+def marginal_error(masses: Tensor, target_weight: Tensor) -> float:
+    """Total variation ``1/2 sum_j |w_j - nu_j|`` between cell masses and target weights."""
+    return 0.5 * float((masses - target_weight).abs().sum())
+
+
+@dataclass
+class Problem:
+    """A semi-discrete problem in the solver's (normalised) coordinates.
+
+    ``source_weight`` sums to one (``None``: uniform). With ``bandwidth > 0`` the source is the
+    sample smoothed by a Gaussian kernel, a measure with a density.
+    """
+
+    source: Tensor
+    target: Tensor
+    target_weight: Tensor
+    source_weight: Tensor | None = None
+    bandwidth: float = 0.0
+    _cdf: Tensor | None = field(default=None, init=False, repr=False)
+
+    @property
+    def n_samples(self) -> int:
+        return self.source.shape[0]
+
+    @property
+    def is_empirical(self) -> bool:
+        """The source is the (weighted) sample itself, so full-sample masses are exact."""
+        return self.bandwidth == 0
+
+    def draw(self, batch_size: int, generator: torch.Generator) -> Tensor:
+        """Draw a Monte Carlo batch of source points (with replacement)."""
+        dev = self.source.device
+        if self.source_weight is None:
+            idx = torch.randint(self.n_samples, (batch_size,), generator=generator, device=dev)
+        else:
+            if self._cdf is None:
+                self._cdf = torch.cumsum(self.source_weight.double(), 0)
+                self._cdf /= self._cdf[-1].clone()
+            u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
+            idx = torch.searchsorted(self._cdf, u).clamp_(max=self.n_samples - 1)
+        x = self.source[idx]
+        if self.bandwidth > 0:
+            noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
+            x = x + self.bandwidth * noise
+        return x
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """Hyperparameters of the optimisation (see :func:`run`)."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 4096
+    max_batch_size: int | None = None
+    tol: float = 1e-2
+    epsilon: float = 0.0
+    eval_every: int | None = None
+    n_iter_no_change: int = 3
+    max_eval_samples: int = 1_000_000
+    block_elements: int = 2**24
+
+
+@dataclass
+class SolverState:
+    """Everything needed to resume training: model, optimiser, schedule and history."""
+
+    model: HeightModel
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    batch_size: int
+    step: int = 0
+    best_error: float = math.inf
+    n_stall: int = 0
+    error: float = math.inf
+    converged: bool = False
+    energies: list[float] = field(default_factory=list)
+    errors: list[tuple[int, float]] = field(default_factory=list)
+    eval_source: Tensor | None = None
+    eval_weight: Tensor | None = None
+
+
+def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
+    """Fresh optimiser state for ``model``."""
+    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    return SolverState(
+        model=model, optimizer=opt, generator=generator, batch_size=config.batch_size
+    )
+
+
+def _evaluation_set(
+    state: SolverState, problem: Problem, config: SolverConfig
+) -> tuple[Tensor, Tensor | None]:
+    """The fixed sample over which the marginal error is measured.
+
+    The whole training sample when the source is empirical and not too large (exact, no
+    Monte Carlo noise); otherwise a fixed draw of ``max_eval_samples`` points.
+    """
+    if problem.is_empirical and problem.n_samples <= config.max_eval_samples:
+        return problem.source, problem.source_weight
+    if state.eval_source is None or state.eval_source.shape[1] != problem.source.shape[1]:
+        state.eval_source = problem.draw(config.max_eval_samples, state.generator)
+        state.eval_weight = None
+    return state.eval_source, state.eval_weight
+
+
+def _full_batch(state: SolverState, problem: Problem) -> bool:
+    return problem.is_empirical and state.batch_size >= problem.n_samples
+
+
+def _max_batch(problem: Problem, config: SolverConfig) -> int:
+    cap = config.max_batch_size or config.max_eval_samples
+    return problem.n_samples if problem.is_empirical else cap
+
+
+def _center_residual(model: HeightModel, nu: Tensor) -> None:
+    # Heights are defined up to a constant; keep the free part from drifting.
+    residual = getattr(model, "residual", None)
+    if residual is not None:
+        with torch.no_grad():
+            residual -= (nu * residual).sum()
+
+
+def _to_device(obj, device):
+    if isinstance(obj, Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def state_to_dict(state: SolverState) -> dict:
+    """A device-free snapshot of ``state`` (all tensors on the CPU), for pickling."""
+    gen = state.generator
+    return {
+        "model": copy.deepcopy(state.model).cpu(),
+        "optimizer": _to_device(state.optimizer.state_dict(), "cpu"),
+        "generator": {
+            "device": gen.device.type,
+            "state": gen.get_state(),
+            "seed": gen.initial_seed(),
+        },
+        "scalars": {
+            k: getattr(state, k)
+            for k in ("batch_size", "step", "best_error", "n_stall", "error", "converged")
+        },
+        "energies": list(state.energies),
+        "errors": list(state.errors),
+        "eval_source": _to_device(state.eval_source, "cpu"),
+        "eval_weight": _to_device(state.eval_weight, "cpu"),
+    }
+
+
+def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
+    """Rebuild a :class:`SolverState` from :func:`state_to_dict` on ``device``.
+
+    The random generator's exact state is restored on the same kind of device; across kinds
+    (a CUDA state loaded on a CPU) it is reseeded deterministically from its seed and step.
+    """
+    model = snapshot["model"].to(device)
+    lr = snapshot["optimizer"]["param_groups"][0]["lr"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer.load_state_dict(snapshot["optimizer"])
+    gen_info = snapshot["generator"]
+    generator = torch.Generator(device=device)
+    if gen_info["device"] == generator.device.type:
+        generator.set_state(gen_info["state"])
+    else:
+        generator.manual_seed(gen_info["seed"] + snapshot["scalars"]["step"])
+    state = SolverState(
+        model=model,
+        optimizer=optimizer,
+        generator=generator,
+        batch_size=snapshot["scalars"]["batch_size"],
+    )
+    for key, value in snapshot["scalars"].items():
+        setattr(state, key, value)
+    state.energies = list(snapshot["energies"])
+    state.errors = list(snapshot["errors"])
+    state.eval_source = _to_device(snapshot["eval_source"], device)
+    state.eval_weight = _to_device(snapshot["eval_weight"], device)
+    return state
+
+
+def _parameters_finite(model: HeightModel) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def run(
+    state: SolverState,
+    problem: Problem,
+    config: SolverConfig,
+    max_steps: int,
+    callback: Callable[[SolverState, float], None] | None = None,
+) -> SolverState:
+    """Take up to ``max_steps`` optimisation steps, stopping early once converged.
+
+    Each step draws a Monte Carlo batch, computes the cell masses under the current heights
+    (no graph through the ``B x m`` scores) and back-propagates
+    ``sum_j (w_j - nu_j) h_j(theta)``, whose gradient is exactly that of the energy. The
+    marginal error is measured every ``eval_every`` steps on a fixed evaluation set; when it
+    stops improving for ``n_iter_no_change`` evaluations the batch doubles (up to the whole
+    sample, where steps become exact) and, once the batch is at its cap, the learning rate
+    halves. ``callback(state, seconds)`` is called after each evaluation.
+    """
+    Y, nu = problem.target, problem.target_weight
+    eval_X, eval_w = _evaluation_set(state, problem, config)
+    max_batch = _max_batch(problem, config)
+    good = copy.deepcopy(state.model.state_dict())
+    start = time.perf_counter()
+    end_step = state.step + max_steps
+    state.converged = False
+    while state.step < end_step:
+        full = _full_batch(state, problem)
+        h = state.model(Y)
+        with torch.no_grad():
+            xb, wb = (
+                (problem.source, problem.source_weight)
+                if full
+                else (problem.draw(state.batch_size, state.generator), None)
+            )
+            masses, mean_u = cell_masses(
+                xb, Y, h.detach(), wb, epsilon=config.epsilon, block_elements=config.block_elements
+            )
+            energy = float(mean_u - (nu * h.detach()).sum())
+        if not math.isfinite(energy):
+            state.model.load_state_dict(good)
+            raise DivergenceError(
+                f"training diverged at iteration {state.step} (non-finite energy); the last "
+                "finite state was kept. Lower learning_rate or rescale the data."
+            )
+        state.step += 1
+        state.energies.append(energy)
+        if full:
+            # Exact masses of the current heights: this step is also an evaluation.
+            if _record(state, marginal_error(masses, nu), config, max_batch, start, callback):
+                break
+        state.optimizer.zero_grad(set_to_none=True)
+        ((masses - nu) * h).sum().backward()
+        state.optimizer.step()
+        _center_residual(state.model, nu)
+        if not _parameters_finite(state.model):
+            state.model.load_state_dict(good)
+            raise DivergenceError(
+                f"training diverged at iteration {state.step} (non-finite heights); the last "
+                "finite state was kept. Lower learning_rate or rescale the data."
+            )
+        if full:
+            good = copy.deepcopy(state.model.state_dict())
+            continue
+        eval_every = config.eval_every or max(10, math.ceil(2 * eval_X.shape[0] / state.batch_size))
+        if state.step % eval_every and state.step < end_step:
+            continue
+        with torch.no_grad():
+            em, _ = cell_masses(
+                eval_X,
+                Y,
+                state.model(Y),
+                eval_w,
+                epsilon=config.epsilon,
+                block_elements=config.block_elements,
+            )
+        good = copy.deepcopy(state.model.state_dict())
+        if _record(state, marginal_error(em, nu), config, max_batch, start, callback):
+            break
+    return state
+
+
+def _record(
+    state: SolverState,
+    error: float,
+    config: SolverConfig,
+    max_batch: int,
+    start: float,
+    callback: Callable[[SolverState, float], None] | None,
+) -> bool:
+    """Log an evaluation, adapt the schedule, and return whether training has converged."""
+    state.error = error
+    state.errors.append((state.step, error))
+    if callback is not None:
+        callback(state, time.perf_counter() - start)
+    if error <= config.tol:
+        state.converged = True
+        return True
+    if error < state.best_error * 0.99:
+        state.best_error = error
+        state.n_stall = 0
+        return False
+    state.n_stall += 1
+    if state.n_stall >= config.n_iter_no_change:
+        state.n_stall = 0
+        state.best_error = error
+        if state.batch_size < max_batch:
+            state.batch_size = min(2 * state.batch_size, max_batch)
+        else:
+            for group in state.optimizer.param_groups:
+                group["lr"] *= 0.5
+    return False

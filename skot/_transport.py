@@ -1,0 +1,681 @@
+"""``OTNetTransport``: the scikit-learn estimator around the torch solver.
+
+This is the one module where scikit-learn meets torch: validation, device resolution,
+NumPy <-> tensor conversion, the fitted attributes and pickling.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from . import _solver
+from ._potentials import HEIGHT_KINDS, make_height_model, typical_spacing
+
+__all__ = ["OTNetTransport"]
+
+_DTYPE = torch.float32
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn the ``device`` parameter into a ``torch.device``, failing clearly."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r} was requested but only "
+                f"{torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+def _check_weights(weights, n: int, name: str) -> np.ndarray:
+    """Validate a weight vector of length ``n``; return it normalised to sum to one."""
+    w = check_array(weights, ensure_2d=False, dtype=np.float64, input_name=name)
+    if w.ndim != 1:
+        raise ValueError(f"{name} must be 1-dimensional, got shape {w.shape}")
+    if w.shape[0] != n:
+        raise ValueError(f"{name} has {w.shape[0]} entries but {n} were expected")
+    if (w < 0).any():
+        raise ValueError(f"{name} must be non-negative, got a minimum of {w.min()}")
+    total = w.sum()
+    if not total > 0:
+        raise ValueError(f"{name} must not be all zero (sum of weights is {total})")
+    return w / total
+
+
+def _merge_duplicates(Y: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge identical target points (summing their weights): no power diagram can tell them
+    apart, so they would otherwise never reach their masses."""
+    uniq, inverse = np.unique(Y, axis=0, return_inverse=True)
+    if uniq.shape[0] == Y.shape[0]:
+        return Y, nu
+    # Keep the first-occurrence order of the points.
+    first = np.full(uniq.shape[0], Y.shape[0])
+    np.minimum.at(first, inverse.ravel(), np.arange(Y.shape[0]))
+    order = np.argsort(first)
+    merged = np.bincount(inverse.ravel(), weights=nu, minlength=uniq.shape[0])
+    return uniq[order], merged[order]
+
+
+class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+    """Semi-discrete optimal transport map learned by OT-Net.
+
+    Learns the quadratic-cost optimal transport map from a source distribution, given by the
+    samples ``X``, onto a weighted point cloud ``X_target``. The map is the gradient of
+    Brenier's potential ``u(x) = max_j <x, y_j> + h_j``: every point goes to the target point
+    whose power cell contains it, so the map is sharp and piecewise constant. The heights
+    ``h_j`` come from a free vector, a neural network evaluated on the target points (OT-Net,
+    reusable on changed targets), or both.
+
+    Parameters
+    ----------
+    height : {"network", "vector", "residual"}, default="network"
+        Height parameterisation: ``"network"`` (``h_j = f_theta(y_j)``, OT-Net), ``"vector"``
+        (one free height per target point, the classic solver) or ``"residual"`` (network plus
+        a free residual per point: the network's generalisation, the vector's precision).
+    hidden_layer_sizes : tuple of int, default=(256, 256)
+        Widths of the height network's hidden layers.
+    fourier_scale : float, default=0.2
+        Random Fourier features of the network input, with frequencies of standard deviation
+        ``fourier_scale / s`` where ``s`` is the typical spacing between target points. Lets
+        the network follow heights that vary from one target to the next. ``0`` disables them.
+    max_iter : int, default=2000
+        Maximum number of optimisation steps per call to ``fit``.
+    tol : float, default=1e-2
+        Stop when the marginal error (total variation between the cell masses and the target
+        weights, measured on the whole training sample) is at most ``tol``.
+    batch_size : int, default=4096
+        Initial number of Monte Carlo source samples per step. It doubles when progress
+        stalls, up to the whole sample (``max_batch_size``), where steps become exact.
+    max_batch_size : int, default=None
+        Cap on the batch growth when ``bandwidth > 0``; ``None`` means one million.
+    learning_rate : float, default=1e-3
+        Adam's initial step size (in units of the standardised data). It halves when progress
+        stalls at the largest batch.
+    n_iter_no_change : int, default=3
+        Evaluations without a 1% improvement of the marginal error before the batch grows or
+        the learning rate halves.
+    epsilon : float, default=0.0
+        Entropic smoothing (in standardised units). ``0`` gives the hard map; ``epsilon > 0``
+        replaces the max by a log-sum-exp and the map by a softmax-weighted mean of targets.
+    bandwidth : float, default=0.0
+        Gaussian kernel smoothing of the source sample (in standardised units): the source
+        becomes a measure with a density, sampled afresh at every step.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    warm_start : bool, default=False
+        Whether ``fit`` continues from the previous solution instead of starting afresh.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the network initialisation and the Monte Carlo batches.
+    verbose : int, default=0
+        ``0`` is silent; ``1`` or more prints one line per evaluation.
+
+    Attributes
+    ----------
+    target_ : ndarray of shape (n_targets, n_features)
+        The target points (identical points of ``X_target`` merged).
+    target_weight_ : ndarray of shape (n_targets,)
+        Their weights, summing to one.
+    heights_ : ndarray of shape (n_targets,)
+        Heights ``h_j`` in the input's units: ``transform(x) = target_[argmax_j <x, target_j>
+        + heights_j]``.
+    barycenters_ : ndarray of shape (n_targets, n_features)
+        Mean of the training samples in each cell (the target point itself for empty cells):
+        the inverse map.
+    potential_ : torch.nn.Module
+        The trained height model (in standardised coordinates).
+    device_ : torch.device
+        Where the model lives.
+    n_iter_ : int
+        Optimisation steps taken over all calls.
+    converged_ : bool
+        Whether the last call reached ``tol``.
+    marginal_error_ : float
+        Marginal error (total variation) of the final map on the training sample.
+    loss_curve_ : list of float
+        Energy ``E(h)`` (Monte Carlo estimate, standardised units) at every step.
+    marginal_error_curve_ : list of (int, float)
+        ``(step, marginal error)`` at every evaluation.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+
+    See Also
+    --------
+    sklearn.neighbors.NearestNeighbors : the ``heights = -|y|^2 / 2`` special case (Voronoi).
+
+    Notes
+    -----
+    The heights minimise the convex energy ``E(h) = E_x[max_j <x, y_j> + h_j] - sum_j nu_j
+    h_j``, whose gradient is ``(mass of cell j) - nu_j``. Every step costs one matrix product
+    and a row argmax over targets processed in chunks, so memory never grows with the number of
+    targets times the number of samples. Data are standardised internally (one centre, one
+    scale for source and target), which leaves the map unchanged.
+
+    References
+    ----------
+    .. [1] Li, Li, Jin, Lei, Luo. "OT-Net: a reusable neural optimal transport solver."
+       Machine Learning, 2024.
+    .. [2] Gu, Luo, Sun, Yau. "Variational principles for Minkowski type problems, discrete
+       optimal transport, and discrete Monge-Ampere equations." 2016.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skot import OTNetTransport
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(2000, 2))
+    >>> Y = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    >>> ot = OTNetTransport(height="vector", random_state=0).fit(X, X_target=Y)
+    >>> ot.converged_
+    True
+    >>> ot.transform([[-1.0, 0.3], [3.0, 1.0]])
+    array([[-2.,  0.],
+           [ 2.,  0.]])
+    """
+
+    __metadata_request__fit = {"X_target": True}
+    __metadata_request__partial_fit = {"X_target": True}
+
+    _parameter_constraints: dict = {
+        "height": [StrOptions(set(HEIGHT_KINDS))],
+        "hidden_layer_sizes": ["array-like"],
+        "fourier_scale": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="left")],
+        "bandwidth": [Interval(Real, 0, None, closed="left")],
+        "device": [str],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        height="network",
+        hidden_layer_sizes=(256, 256),
+        fourier_scale=0.2,
+        max_iter=2000,
+        tol=1e-2,
+        batch_size=4096,
+        max_batch_size=None,
+        learning_rate=1e-3,
+        n_iter_no_change=3,
+        epsilon=0.0,
+        bandwidth=0.0,
+        device="auto",
+        warm_start=False,
+        random_state=None,
+        verbose=0,
+    ):
+        self.height = height
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.fourier_scale = fourier_scale
+        self.max_iter = max_iter
+        self.tol = tol
+        self.batch_size = batch_size
+        self.max_batch_size = max_batch_size
+        self.learning_rate = learning_rate
+        self.n_iter_no_change = n_iter_no_change
+        self.epsilon = epsilon
+        self.bandwidth = bandwidth
+        self.device = device
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None):
+        """Learn the transport map from the samples ``X`` onto ``X_target``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Source samples.
+        y : None
+            Ignored.
+        X_target : array-like of shape (n_targets, n_features), default=None
+            Target points. ``None`` maps ``X`` onto itself (the identity map). Requested by
+            metadata routing by default, so meta-estimators route it to ``fit``.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative weights of the source samples.
+        target_weight : array-like of shape (n_targets,), default=None
+            Non-negative weights of the target points (uniform by default; with
+            ``X_target=None``, ``sample_weight``).
+
+        Returns
+        -------
+        self : OTNetTransport
+            The fitted estimator.
+        """
+        incremental = self.warm_start and hasattr(self, "_state")
+        return self._fit(
+            X,
+            X_target,
+            sample_weight,
+            target_weight,
+            incremental=incremental,
+            max_steps=self.max_iter,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None):
+        """Continue training on the source batch ``X``, never re-initialising.
+
+        Takes ``max(1, n_samples // batch_size)`` optimisation steps (one pass over ``X``).
+        The first call initialises the model; later calls keep it, so a stream of source
+        batches trains one map. A new ``X_target`` starts from the trained heights
+        (``f_theta`` of the new points for the network, kept residuals for unchanged points).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A batch of source samples.
+        y : None
+            Ignored.
+        X_target : array-like of shape (n_targets, n_features), default=None
+            Target points. Required on the first call unless ``X`` should map onto itself;
+            ``None`` later keeps the current target.
+        sample_weight, target_weight : array-like, default=None
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        self : OTNetTransport
+            The updated estimator.
+        """
+        return self._fit(
+            X,
+            X_target,
+            sample_weight,
+            target_weight,
+            incremental=hasattr(self, "_state"),
+            max_steps=None,
+        )
+
+    def _validate_inputs(self, X, X_target, sample_weight, target_weight, reset):
+        X = validate_data(
+            self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2
+        )
+        n = X.shape[0]
+        mu = None if sample_weight is None else _check_weights(sample_weight, n, "sample_weight")
+        if X_target is None:
+            if reset or not hasattr(self, "target_"):
+                Y = X
+                nu = (
+                    mu
+                    if target_weight is None
+                    else _check_weights(target_weight, n, "target_weight")
+                )
+                nu = np.full(n, 1.0 / n) if nu is None else nu
+            else:
+                Y, nu = None, None
+        else:
+            Y = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
+            if Y.shape[1] != X.shape[1]:
+                raise ValueError(
+                    f"X_target has {Y.shape[1]} features, but X has {X.shape[1]} features"
+                )
+            m = Y.shape[0]
+            nu = (
+                np.full(m, 1.0 / m)
+                if target_weight is None
+                else _check_weights(target_weight, m, "target_weight")
+            )
+        if Y is not None:
+            Y, nu = _merge_duplicates(np.asarray(Y, dtype=np.float64), nu)
+            if Y.shape[0] < 2:
+                raise ValueError(
+                    "X_target must contain at least 2 distinct points (a single target point "
+                    "makes the map constant); got 1"
+                )
+            keep = nu > 0
+            if not keep.all():
+                Y, nu = Y[keep], nu[keep]
+        return X, mu, Y, nu
+
+    def _fit(self, X, X_target, sample_weight, target_weight, *, incremental, max_steps):
+        """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``)."""
+        if not incremental:
+            for attr in ("_state", "target_"):
+                self.__dict__.pop(attr, None)
+        X, mu, Y, nu = self._validate_inputs(
+            X, X_target, sample_weight, target_weight, reset=not incremental
+        )
+        if incremental:
+            device = self.device_
+        else:
+            device = resolve_device(self.device)
+            self.device_ = device
+            self._init_state(X, mu, Y, nu, device)
+            self.n_iter_ = 0
+        if Y is not None and incremental:
+            self._change_target(Y, nu)
+        problem = self._problem(X, mu)
+        config = self._config()
+        one_pass = max_steps is None
+        if one_pass:
+            max_steps = max(1, X.shape[0] // self.batch_size)
+        callback = self._report if self.verbose else None
+        steps_before = self._state.step
+        try:
+            _solver.run(self._state, problem, config, max_steps, callback)
+        finally:
+            self.n_iter_ += self._state.step - steps_before
+            self._finish(problem, config)
+        if not self.converged_ and not one_pass:
+            warnings.warn(
+                f"OTNetTransport stopped after {max_steps} iterations with marginal error "
+                f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _config(self) -> _solver.SolverConfig:
+        return _solver.SolverConfig(
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            max_batch_size=self.max_batch_size,
+            tol=self.tol,
+            epsilon=self.epsilon,
+            n_iter_no_change=self.n_iter_no_change,
+        )
+
+    def _init_state(self, X, mu, Y, nu, device):
+        # One centre and one scale for source and target: the map is equivariant under them,
+        # and the optimiser then works in units where defaults make sense.
+        w = np.full(X.shape[0], 1.0 / X.shape[0]) if mu is None else mu
+        center = w @ X
+        spread = w @ ((X - center) ** 2).sum(axis=1) + nu @ ((Y - center) ** 2).sum(axis=1)
+        scale = math.sqrt(spread / (2 * X.shape[1]))
+        self._center = center.astype(np.float64)
+        self._scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        cpu_gen = torch.Generator().manual_seed(seed)
+        Yn = self._to_tensor(Y, "cpu")
+        frequency = 0.0
+        if self.height != "vector" and self.fourier_scale > 0:
+            frequency = self.fourier_scale / typical_spacing(Yn, generator=cpu_gen)
+        model = make_height_model(
+            self.height,
+            X.shape[1],
+            Y.shape[0],
+            tuple(self.hidden_layer_sizes),
+            frequency,
+            generator=cpu_gen,
+        )
+        self._state = _solver.init_state(model.to(device), self._config(), generator)
+        self._set_target(Y, nu)
+
+    def _set_target(self, Y, nu):
+        self.target_ = Y
+        self.target_weight_ = nu
+        self._target_t = self._to_tensor(Y)
+        self._nu_t = torch.as_tensor(nu, dtype=_DTYPE, device=self.device_)
+
+    def _change_target(self, Y, nu):
+        """Start from the trained heights on a changed target.
+
+        The network part carries over as it is. Per-point residuals (vector and residual
+        heights) are kept for points whose coordinates are unchanged; new points start with a
+        zero residual, that is with the network's height (or the Voronoi height).
+        """
+        if np.array_equal(Y, self.target_) and np.array_equal(nu, self.target_weight_):
+            return
+        model = self._state.model
+        residual = getattr(model, "residual", None)
+        if residual is not None and not np.array_equal(Y, self.target_):
+            old = {row.tobytes(): i for i, row in enumerate(self.target_)}
+            src = np.array([old.get(row.tobytes(), -1) for row in Y])
+            kept = torch.as_tensor(src >= 0, device=self.device_)
+            values = torch.zeros(Y.shape[0], dtype=_DTYPE, device=self.device_)
+            values[kept] = residual.detach()[torch.as_tensor(src[src >= 0], device=self.device_)]
+            model.residual = torch.nn.Parameter(values)
+            lr = self._state.optimizer.param_groups[0]["lr"]
+            self._state.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self._state.best_error = math.inf
+        self._state.n_stall = 0
+        self._set_target(Y, nu)
+
+    def _to_tensor(self, A, device=None) -> torch.Tensor:
+        """Standardise and move to the model's device."""
+        A = (np.asarray(A, dtype=np.float64) - self._center) / self._scale
+        return torch.as_tensor(A, dtype=_DTYPE, device=device or self.device_)
+
+    def _problem(self, X, mu) -> _solver.Problem:
+        return _solver.Problem(
+            source=self._to_tensor(X),
+            target=self._target_t,
+            target_weight=self._nu_t,
+            source_weight=None
+            if mu is None
+            else torch.as_tensor(mu, dtype=_DTYPE, device=self.device_),
+            bandwidth=self.bandwidth,
+        )
+
+    def _finish(self, problem, config):
+        """Derive the NumPy attributes from the solver state."""
+        state = self._state
+        with torch.no_grad():
+            h = state.model(self._target_t)
+            val, idx = _solver.power_assign(problem.source, self._target_t, h)
+            w = (
+                torch.full((problem.n_samples,), 1.0 / problem.n_samples, device=self.device_)
+                if problem.source_weight is None
+                else problem.source_weight
+            )
+            masses = torch.bincount(idx, weights=w, minlength=h.shape[0])
+            sums = problem.source.new_zeros(h.shape[0], problem.source.shape[1])
+            sums.index_add_(0, idx, problem.source * w[:, None])
+        h = h.double().cpu().numpy()
+        masses = masses.double().cpu().numpy()
+        sums = sums.double().cpu().numpy()
+        Y = self.target_
+        # Heights in the input's units: <x, y> + H = s^2 (<x', y'> + h') + terms without j.
+        H = self._scale**2 * h - Y @ self._center
+        self.heights_ = H - self.target_weight_ @ H
+        occupied = masses > 0
+        bary = Y.copy()
+        bary[occupied] = (sums[occupied] / masses[occupied, None]) * self._scale + self._center
+        self.barycenters_ = bary
+        if config.epsilon == 0 and problem.is_empirical:
+            self.marginal_error_ = 0.5 * float(np.abs(masses - self.target_weight_).sum())
+        else:
+            self.marginal_error_ = state.error
+        self.converged_ = bool(self.marginal_error_ <= self.tol)
+        self.loss_curve_ = list(state.energies)
+        self.marginal_error_curve_ = list(state.errors)
+        self.potential_ = state.model
+        self._heights_t = torch.as_tensor(h, dtype=_DTYPE, device=self.device_)
+
+    def _report(self, state, seconds):
+        print(
+            f"Iteration {state.step}, batch {state.batch_size}, marginal error "
+            f"{state.error:.5f}, energy {state.energies[-1]:.6f}, {seconds:.1f}s",
+            file=sys.stdout,
+            flush=True,
+        )
+
+    # ---------------------------------------------------------------- mapping
+    def _assign(self, X) -> np.ndarray:
+        Xt = self._to_tensor(X)
+        with torch.no_grad():
+            _, idx = _solver.power_assign(Xt, self._target_t, self._heights_t)
+        return idx.cpu().numpy()
+
+    def transform(self, X):
+        """Map source points to their target points ``T(x) = y_argmax_j(<x,y_j> + h_j)``.
+
+        With ``epsilon > 0`` the softmax-weighted mean of the target points instead.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to map.
+
+        Returns
+        -------
+        X_mapped : ndarray of shape (n_samples, n_features)
+            Mapped points, in the dtype of ``X`` (float32 or float64).
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        if self.epsilon > 0:
+            out = self._soft_map(X)
+        else:
+            out = self.target_[self._assign(X)]
+        return out.astype(X.dtype, copy=False)
+
+    def _soft_map(self, X) -> np.ndarray:
+        # float64 here: a float32 product's rounding depends on the batch shape, and a row's
+        # image must not depend on the rows mapped with it.
+        Xt = self._to_tensor(X).double()
+        Y, h = self._target_t.double(), self._heights_t.double()
+        out = torch.empty_like(Xt)
+        rows = max(1, 2**24 // Y.shape[0])
+        with torch.no_grad():
+            for r0 in range(0, Xt.shape[0], rows):
+                scores = torch.addmm(h, Xt[r0 : r0 + rows], Y.T) / self.epsilon
+                out[r0 : r0 + rows] = torch.softmax(scores, dim=1) @ Y
+        return out.cpu().numpy() * self._scale + self._center
+
+    def predict_index(self, X) -> np.ndarray:
+        """Index into ``target_`` of the cell that contains each row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points to assign.
+
+        Returns
+        -------
+        indices : ndarray of shape (n_samples,)
+            ``argmax_j <x, target_j> + heights_j``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        return self._assign(X)
+
+    def inverse_transform(self, X):
+        """Map target-space points back to the barycentres of their cells.
+
+        Each row is matched to its nearest target point (itself for rows of ``target_``) and
+        replaced by the mean of the training samples in that point's cell.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Points in the target space.
+
+        Returns
+        -------
+        X_source : ndarray of shape (n_samples, n_features)
+            Cell barycentres, in the dtype of ``X``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        Xt = self._to_tensor(X)
+        voronoi = -0.5 * (self._target_t**2).sum(dim=1)
+        with torch.no_grad():
+            _, idx = _solver.power_assign(Xt, self._target_t, voronoi)
+        return self.barycenters_[idx.cpu().numpy()].astype(X.dtype, copy=False)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Negative marginal error of the map on ``X`` (higher is better, at most 0).
+
+        The total variation between the share of ``X`` in each cell and the target weights.
+        Every map this estimator produces is optimal for its own cell masses, so a map whose
+        masses match the target weights on fresh source data is the optimal transport map.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Source samples, ideally not used for training.
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        score : float
+            ``-TV`` in ``[-1, 0]``.
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        n = X.shape[0]
+        w = (
+            np.full(n, 1.0 / n)
+            if sample_weight is None
+            else _check_weights(sample_weight, n, "sample_weight")
+        )
+        masses = np.bincount(self._assign(X), weights=w, minlength=self.target_.shape[0])
+        return -0.5 * float(np.abs(masses - self.target_weight_).sum())
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for key in ("_target_t", "_nu_t", "_heights_t", "potential_"):
+            state.pop(key, None)
+        if "_state" in state:
+            state["_state"] = _solver.state_to_dict(self._state)
+            state["device_"] = str(self.device_)
+        return state
+
+    def __setstate__(self, state):
+        snapshot = state.pop("_state", None)
+        super().__setstate__(state)
+        if snapshot is None:
+            return
+        device = torch.device(self.device_)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"This estimator was fitted on {device} but CUDA is not available; "
+                "it was moved to the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+            device = torch.device("cpu")
+        self.device_ = device
+        self._state = _solver.state_from_dict(snapshot, device)
+        self.potential_ = self._state.model
+        self._set_target(self.target_, self.target_weight_)
+        with torch.no_grad():
+            h = self._state.model(self._target_t)
+        self._heights_t = h
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.input_tags.sparse = False
+        tags.non_deterministic = False
+        return tags

@@ -1,0 +1,18 @@
+import numpy as np
+import pytest
+import torch
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Every test that takes ``device`` runs on the CPU and, where present, on CUDA."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return request.param
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
