@@ -1,0 +1,258 @@
+"""End-to-end tests of the ``skot`` command line on small generated images."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skot._cli import main
+
+Image = pytest.importorskip("PIL.Image")
+
+# Small and quick: the map need not converge for these tests.
+FAST = ["-n", "300", "-m", "24", "--max-iter", "40", "--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    """A 24x32 colour gradient (source) and a 20x20 random image (reference)."""
+    src = np.zeros((24, 32, 3), np.uint8)
+    src[..., 0] = np.linspace(0, 255, 32)[None, :]
+    src[..., 1] = np.linspace(0, 255, 24)[:, None]
+    src[..., 2] = 60
+    ref = np.random.default_rng(0).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    ref[:10] //= 4  # two colour populations
+    Image.fromarray(src).save(tmp_path / "source.png")
+    Image.fromarray(ref).save(tmp_path / "reference.png")
+    (tmp_path / "text.png").write_text("this is not an image")
+    return tmp_path / "source.png", tmp_path / "reference.png", tmp_path
+
+
+def _one_error_line(capsys, *words):
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("skot")
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def test_color_transfer_maps_every_pixel_to_a_reference_colour(images, capsys):
+    src, ref, tmp = images
+    out = tmp / "out.png"
+    assert main(["color-transfer", str(src), str(ref), str(out), *FAST]) == 0
+    assert capsys.readouterr().err == ""  # silent by default
+    result = np.asarray(Image.open(out))
+    assert result.shape == (24, 32, 3)
+    # The hard map sends every pixel (not only the sampled ones) to a reference colour.
+    ref_colours = {tuple(c) for c in np.asarray(Image.open(ref)).reshape(-1, 3)}
+    out_colours = {tuple(c) for c in result.reshape(-1, 3)}
+    assert out_colours <= ref_colours
+    assert len(out_colours) > 5
+
+
+def test_color_transfer_is_reproducible_with_a_seed(images):
+    src, ref, tmp = images
+    for name in ("a.png", "b.png"):
+        assert main(["color-transfer", str(src), str(ref), str(tmp / name), *FAST]) == 0
+    a, b = (np.asarray(Image.open(tmp / name)) for name in ("a.png", "b.png"))
+    np.testing.assert_array_equal(a, b)
+
+
+def test_verbose_and_progress_go_to_stderr(images, capsys):
+    src, ref, tmp = images
+    out = tmp / "out.jpg"  # another format, by extension
+    args = ["color-transfer", str(src), str(ref), str(out), *FAST, "-v", "--progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "fitting on 300 source pixels onto 24 reference colours" in err
+    assert "40/40 steps" in err or "marginal error" in err
+    assert "mapped 768 pixels" in err
+    assert Image.open(out).format == "JPEG"
+
+
+def test_smooth_map_and_grayscale_source(images):
+    src, ref, tmp = images
+    gray = tmp / "gray.png"
+    Image.open(src).convert("L").save(gray)
+    out = tmp / "out.png"
+    args = ["color-transfer", str(gray), str(ref), str(out), *FAST, "--epsilon", "0.05"]
+    assert main(args) == 0
+    result = np.asarray(Image.open(out))
+    assert result.shape == (24, 32, 3)
+
+
+def test_existing_output_needs_force(images, capsys):
+    src, ref, tmp = images
+    out = tmp / "out.png"
+    out.write_bytes(b"precious")
+    assert main(["color-transfer", str(src), str(ref), str(out), *FAST]) == 1
+    _one_error_line(capsys, "already exists", "--force")
+    assert out.read_bytes() == b"precious"
+    assert main(["color-transfer", str(src), str(ref), str(out), *FAST, "--force"]) == 0
+    assert np.asarray(Image.open(out)).shape == (24, 32, 3)
+
+
+@pytest.mark.parametrize(
+    "which, bad, words",
+    [
+        ("source", "missing.png", ["SOURCE_IMAGE", "missing.png", "no such file"]),
+        ("reference", "missing.png", ["REFERENCE_IMAGE", "no such file"]),
+        ("source", "text.png", ["SOURCE_IMAGE", "text.png", "not an image"]),
+        ("reference", "text.png", ["REFERENCE_IMAGE", "not an image"]),
+        ("source", ".", ["SOURCE_IMAGE", "directory"]),
+    ],
+)
+def test_bad_inputs_give_one_error_line(images, capsys, which, bad, words):
+    src, ref, tmp = images
+    paths = {"source": str(src), "reference": str(ref)}
+    paths[which] = str(tmp / bad)
+    out = tmp / "out.png"
+    assert main(["color-transfer", paths["source"], paths["reference"], str(out), *FAST]) == 1
+    _one_error_line(capsys, *words)
+    assert not out.exists()
+
+
+def test_truncated_image_gives_one_error_line(images, capsys):
+    src, ref, tmp = images
+    broken = tmp / "broken.png"
+    data = src.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    assert main(["color-transfer", str(broken), str(ref), str(tmp / "o.png"), *FAST]) == 1
+    _one_error_line(capsys, "SOURCE_IMAGE", "broken.png")
+
+
+@pytest.mark.parametrize(
+    "output, words",
+    [
+        ("no_such_dir/out.png", ["does not exist"]),
+        ("text.png/out.png", ["not a directory"]),
+        ("out.unknownext", ["unknown image extension", ".unknownext"]),
+        ("out", ["unknown image extension"]),
+        (".", ["directory"]),
+    ],
+)
+def test_unwritable_outputs_give_one_error_line(images, capsys, output, words):
+    src, ref, tmp = images
+    assert main(["color-transfer", str(src), str(ref), str(tmp / output), *FAST]) == 1
+    _one_error_line(capsys, "cannot write output", *words)
+
+
+def test_failed_write_gives_one_error_line(images, capsys):
+    # The checks before fitting pass, the write itself fails (a full device).
+    if not os.path.exists("/dev/full"):
+        pytest.skip("/dev/full is not available on this system")
+    src, ref, tmp = images
+    out = tmp / "full.png"
+    out.symlink_to("/dev/full")
+    assert main(["color-transfer", str(src), str(ref), str(out), *FAST, "--force"]) == 1
+    _one_error_line(capsys, "cannot write output", "full.png")
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere"
+)
+def test_read_only_directory_gives_one_error_line(images, capsys):
+    src, ref, tmp = images
+    locked = tmp / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["color-transfer", str(src), str(ref), str(locked / "o.png"), *FAST]) == 1
+    finally:
+        locked.chmod(0o700)
+    _one_error_line(capsys, "permission denied")
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (["--device", "tpu"], ["--device", "tpu"]),
+        (["--sample-size", "0"], ["--sample-size", "positive integer"]),
+        (["--reference-size", "many"], ["--reference-size", "many"]),
+        (["--tol", "-1"], ["--tol"]),
+        (["--height", "tree"], ["--height", "tree"]),
+        (["--progress", "--no-progress"], ["not allowed"]),
+    ],
+)
+def test_bad_options_give_one_error_line(images, capsys, extra, words):
+    src, ref, tmp = images
+    status = main(["color-transfer", str(src), str(ref), str(tmp / "o.png"), *FAST, *extra])
+    assert status == 2
+    _one_error_line(capsys, *words)
+    assert not (tmp / "o.png").exists()
+
+
+def test_usage_errors(capsys):
+    assert main([]) == 2
+    _one_error_line(capsys, "command is required")
+    assert main(["color-transfer"]) == 2
+    _one_error_line(capsys, "SOURCE_IMAGE", "required")
+    assert main(["recolour"]) == 2
+    _one_error_line(capsys, "recolour")
+
+
+def test_help_and_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("skot ")
+    assert main(["color-transfer", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--sample-size", "--device", "--seed", "--verbose", "--progress", "--force"):
+        assert option in out
+
+
+def test_single_colour_reference_is_refused(images, capsys):
+    src, _, tmp = images
+    flat = tmp / "flat.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(flat)
+    assert main(["color-transfer", str(src), str(flat), str(tmp / "o.png"), *FAST]) == 1
+    _one_error_line(capsys, "single colour")
+
+
+def test_missing_pillow_gives_one_error_line(images, capsys, monkeypatch):
+    src, ref, tmp = images
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    assert main(["color-transfer", str(src), str(ref), str(tmp / "o.png"), *FAST]) == 1
+    _one_error_line(capsys, "Pillow", "skot[image]")
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "skot", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_python_dash_m_end_to_end(images):
+    src, ref, tmp = images
+    out = tmp / "sub.png"
+    ok = _run("color-transfer", str(src), str(ref), str(out), *FAST)
+    assert ok.returncode == 0, ok.stderr
+    assert np.asarray(Image.open(out)).shape == (24, 32, 3)
+    again = _run("color-transfer", str(src), str(ref), str(out), *FAST)
+    assert again.returncode == 1
+    assert again.stderr.strip().count("\n") == 0
+    assert "already exists" in again.stderr
+    missing = _run("color-transfer", str(tmp / "nope.png"), str(ref), str(tmp / "x.png"))
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"skot: error: cannot read SOURCE_IMAGE '{tmp / 'nope.png'}': no such file"
+    )
+    assert "Traceback" not in missing.stderr
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).with_name("skot")
+    if not script.exists():
+        pytest.skip("the skot console script is not installed next to this Python")
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0
+    assert res.stdout.startswith("skot ")
