@@ -121,12 +121,6 @@ def _build_parser() -> _Parser:
         help="target marginal error (total variation) (default: %(default)s)",
     )
     ct.add_argument(
-        "--learning-rate",
-        type=_non_negative_float,
-        default=0.01,
-        help="Adam step size (default: %(default)s)",
-    )
-    ct.add_argument(
         "--epsilon",
         type=_non_negative_float,
         default=0.0,
@@ -362,7 +356,6 @@ def _color_transfer(args: argparse.Namespace) -> int:
         max_iter=args.max_iter,
         tol=args.tol,
         batch_size=min(4096, X.shape[0]),
-        learning_rate=args.learning_rate,
         epsilon=args.epsilon,
         device=str(device),
         random_state=args.seed,
