@@ -1,0 +1,401 @@
+"""Tests of skot.da: pipelines with metadata routing, skada, label transfer, scorers."""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skot import OTNetTransport
+from skot.da import (
+    OTNetAdapter,
+    ReverseValidationScorer,
+    _temperature,
+    label_proportions,
+    transfer_labels,
+)
+
+
+def _shifted_problem(seed=0, n_source=120, n_target=60, shift=(5.0, 2.0)):
+    """Two classes (left/right half of a Gaussian), target shifted and stretched."""
+    rng = np.random.default_rng(seed)
+    Xs = rng.normal(size=(n_source, 2))
+    ys = (Xs[:, 0] > 0).astype(int)
+    Zt = rng.normal(size=(n_target, 2))
+    yt = (Zt[:, 0] > 0).astype(int)
+    Xt = Zt * [1.5, 1.0] + shift
+    return Xs, ys, Xt, yt
+
+
+def _pipeline(**adapter_params):
+    return make_pipeline(
+        StandardScaler(),
+        OTNetAdapter(**adapter_params),
+        KNeighborsClassifier(n_neighbors=5),
+        transform_input=["X_target"],
+    )
+
+
+@pytest.fixture
+def routing():
+    with sklearn.config_context(enable_metadata_routing=True):
+        yield
+
+
+# ------------------------------------------------------------------ pipelines
+def test_pipeline_routes_target_through_scaler(routing):
+    Xs, ys, Xt, yt = _shifted_problem()
+    pipe = _pipeline().fit(Xs, ys, X_target=Xt)
+    scaler, adapter, knn = (step for _, step in pipe.steps)
+    # The scaler was fitted on the source only and also applied to the routed target.
+    np.testing.assert_allclose(scaler.mean_, Xs.mean(axis=0))
+    np.testing.assert_allclose(adapter.X_target_, scaler.transform(Xt))
+    # The classifier learnt from the transported source: rows of the (scaled) target.
+    np.testing.assert_allclose(knn._fit_X, adapter.X_source_transported_)
+    targets = {row.tobytes() for row in adapter.X_target_}
+    assert all(row.tobytes() in targets for row in adapter.X_source_transported_)
+    # At predict time target rows are not transported again.
+    np.testing.assert_array_equal(pipe.predict(Xt), knn.predict(scaler.transform(Xt)))
+    adapted = pipe.score(Xt, yt)
+    plain = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5)).fit(Xs, ys)
+    assert adapted >= 0.9
+    assert adapted > plain.score(Xt, yt) + 0.2
+
+
+def test_fit_transform_versus_transform():
+    Xs, ys, Xt, _ = _shifted_problem()
+    adapter = OTNetAdapter()
+    moved = adapter.fit_transform(Xs, ys, X_target=Xt)
+    assert moved.shape == Xs.shape
+    np.testing.assert_allclose(moved, adapter.X_source_transported_)
+    # transform: target rows pass through unchanged.
+    np.testing.assert_array_equal(adapter.transform(Xt), Xt)
+    # Rows marked as source are transported, target rows pass through.
+    stacked = np.vstack([Xs[:5], Xt[:5]])
+    out = adapter.transform(stacked, sample_domain=np.r_[np.ones(5), -np.ones(5)])
+    np.testing.assert_allclose(out[:5], moved[:5])
+    np.testing.assert_array_equal(out[5:], Xt[:5])
+    # New source rows go through the map itself.
+    new = Xs[:5] + 0.01
+    np.testing.assert_allclose(adapter.transform_source(new), adapter.transport_.transform(new))
+
+
+def test_float32_preserved():
+    Xs, ys, Xt, _ = _shifted_problem()
+    out = OTNetAdapter().fit_transform(Xs.astype(np.float32), ys, X_target=Xt)
+    assert out.dtype == np.float32
+
+
+def test_pipeline_without_routing_uses_prefixed_params():
+    # Routing disabled (sklearn's default): the target reaches the step by its prefixed name,
+    # untouched by the scaler (so no scaler before the adapter here).
+    Xs, ys, Xt, yt = _shifted_problem()
+    pipe = make_pipeline(OTNetAdapter(), KNeighborsClassifier(n_neighbors=5))
+    pipe.fit(Xs, ys, otnetadapter__X_target=Xt)
+    assert pipe.score(Xt, yt) >= 0.9
+
+
+def test_grid_search_and_cross_val_score_without_warnings(routing):
+    Xs, ys, Xt, _ = _shifted_problem()
+    pipe = _pipeline()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = GridSearchCV(
+            pipe,
+            {"otnetadapter__direction": ["forward", "barycentric"]},
+            cv=KFold(3, shuffle=True, random_state=0),
+            scoring=ReverseValidationScorer(),
+        )
+        search.fit(Xs, ys, X_target=Xt)
+        scores = cross_val_score(
+            clone(pipe), Xs, ys, params={"X_target": Xt}, cv=3, scoring=ReverseValidationScorer()
+        )
+    assert search.best_params_["otnetadapter__direction"] in {"forward", "barycentric"}
+    assert np.all(search.cv_results_["mean_test_score"] > 0.8)
+    assert scores.shape == (3,)
+    assert np.all(scores > 0.8)
+
+
+def test_grid_search_over_transport_parameter(routing):
+    Xs, ys, Xt, _ = _shifted_problem(n_source=60, n_target=60)
+    pipe = _pipeline(transport=OTNetTransport(height="vector", max_iter=300, random_state=0))
+    search = GridSearchCV(
+        pipe,
+        {"otnetadapter__transport__epsilon": [0.0, 0.5]},
+        cv=2,
+        scoring=ReverseValidationScorer(),
+    )
+    # X_target has as many rows as X: it is split per fold like X (the documented gotcha).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(Xs, ys, X_target=Xt)
+    assert search.best_estimator_[1].X_target_.shape == (60, 2)
+    adapter = search.best_estimator_.named_steps["otnetadapter"]
+    assert adapter.transport_.epsilon == search.best_params_["otnetadapter__transport__epsilon"]
+
+
+def test_same_length_target_is_split_per_fold(routing):
+    Xs, ys, Xt, _ = _shifted_problem(n_source=60, n_target=60)
+    seen = []
+
+    class Spy(OTNetAdapter):
+        def fit_transform(self, X, y=None, *, X_target=None, sample_domain=None):
+            seen.append(X_target.shape[0])
+            return super().fit_transform(X, y, X_target=X_target, sample_domain=sample_domain)
+
+    pipe = make_pipeline(Spy(), KNeighborsClassifier(), transform_input=["X_target"])
+    cross_val_score(pipe, Xs, ys, params={"X_target": Xt}, cv=3)
+    assert seen == [40, 40, 40]
+    seen.clear()
+    cross_val_score(pipe, Xs, ys, params={"X_target": Xt[:59]}, cv=3)
+    assert seen == [59, 59, 59]
+
+
+# ------------------------------------------------------------------ errors
+def test_missing_target_is_a_clear_error():
+    Xs, ys, _, _ = _shifted_problem()
+    with pytest.raises(ValueError, match="needs unlabelled target data"):
+        OTNetAdapter().fit(Xs, ys)
+
+
+def test_pipeline_without_routing_enabled_says_so():
+    Xs, ys, Xt, _ = _shifted_problem()
+    with pytest.raises(ValueError, match="metadata routing"):
+        _pipeline().fit(Xs, ys, X_target=Xt)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"X_target": np.zeros((5, 3))}, "X_target has 3 features"),
+        ({"X_target": np.zeros((1, 2))}, "at least 2 rows"),
+        ({"X_target": [[np.nan, 0.0], [1.0, 1.0]]}, "NaN"),
+        ({"sample_domain": np.ones(7)}, "one entry per row"),
+        ({"sample_domain": np.ones(120)}, "1 source|120 source and 0 target"),
+        ({"X_target": np.zeros((5, 2)), "sample_domain": np.ones(120)}, "not both"),
+    ],
+)
+def test_malformed_target_errors(kwargs, match):
+    Xs, ys, _, _ = _shifted_problem()
+    with pytest.raises(ValueError, match=match):
+        OTNetAdapter().fit(Xs, ys, **kwargs)
+
+
+def test_parameter_errors():
+    Xs, ys, Xt, _ = _shifted_problem()
+    with pytest.raises(InvalidParameterError, match="direction"):
+        OTNetAdapter(direction="backward").fit(Xs, ys, X_target=Xt)
+    with pytest.raises(ValueError, match="needs the source labels"):
+        OTNetAdapter(label_weight=1.0).fit(Xs, X_target=Xt)
+
+
+# ------------------------------------------------------------------ skada convention
+def test_stacked_sample_domain_convention():
+    Xs, ys, Xt, _ = _shifted_problem()
+    X = np.vstack([Xs, Xt])
+    y = np.r_[ys, -np.ones(len(Xt), dtype=int)]
+    sd = np.r_[np.ones(len(Xs)), -np.ones(len(Xt))]
+    out = OTNetAdapter().fit_transform(X, y, sample_domain=sd)
+    np.testing.assert_array_equal(out[len(Xs) :], Xt)
+    reference = OTNetAdapter().fit_transform(Xs, ys, X_target=Xt)
+    np.testing.assert_allclose(out[: len(Xs)], reference)
+
+
+def _import_skada():
+    # skada switches metadata routing on globally when imported: keep that inside a context.
+    with sklearn.config_context(enable_metadata_routing=True):
+        return pytest.importorskip("skada")
+
+
+def test_skada_pipeline_splitter_and_scorer():
+    skada = _import_skada()
+    from skada.datasets import make_shifted_datasets
+    from skada.metrics import PredictionEntropyScorer
+    from skada.model_selection import SourceTargetShuffleSplit
+    from sklearn.model_selection import cross_validate
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        X, y, sd = make_shifted_datasets(
+            n_samples_source=20,
+            n_samples_target=20,
+            shift="conditional_shift",
+            noise=None,
+            label="binary",
+            random_state=0,
+        )
+        Xs, ys, Xt, yt = X[sd >= 0], y[sd >= 0], X[sd < 0], y[sd < 0]
+        pipe = skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), KNeighborsClassifier())
+        y_masked = np.where(sd >= 0, y, -1)
+        pipe.fit(X, y_masked, sample_domain=sd)
+        adapter = pipe.named_steps["otnetadapter"].base_estimator_
+        assert adapter.X_target_.shape[0] == Xt.shape[0]
+        accuracy = np.mean(pipe.predict(Xt) == yt)
+        plain = make_pipeline(StandardScaler(), KNeighborsClassifier()).fit(Xs, ys)
+        # Measured: 1.0 adapted, 0.5 without adaptation.
+        assert accuracy >= 0.9
+        assert accuracy > np.mean(plain.predict(Xt) == yt) + 0.3
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = cross_validate(
+                pipe,
+                X,
+                y_masked,
+                params={"sample_domain": sd},
+                cv=SourceTargetShuffleSplit(n_splits=2, random_state=0),
+                scoring={
+                    "entropy": PredictionEntropyScorer(),
+                    "reverse": ReverseValidationScorer(),
+                },
+            )
+    assert np.all(np.isfinite(result["test_entropy"]))
+    assert np.all((result["test_reverse"] >= 0) & (result["test_reverse"] <= 1))
+
+
+# ------------------------------------------------------------------ label transfer
+def test_transfer_labels_exact_on_translated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    ys = np.repeat(["a", "b", "c"], 30)
+    Xs = centres[np.repeat([0, 1, 2], 30)] + 0.3 * rng.normal(size=(90, 2))
+    order = rng.permutation(90)
+    Xt, yt = Xs[order] + [1.0, -2.0], ys[order]
+    ot = OTNetTransport(height="vector", random_state=0).fit(Xs, X_target=Xt)
+    labels, proportions, classes = transfer_labels(ot, Xs, ys, Xt, return_proportions=True)
+    np.testing.assert_array_equal(labels, yt)
+    np.testing.assert_array_equal(classes, ["a", "b", "c"])
+    np.testing.assert_allclose(proportions.sum(axis=1), 1.0)
+    assert set(np.unique(proportions)) == {0.0, 1.0}
+    # Without X_target: the rows of target_.
+    own = transfer_labels(ot, Xs, ys)
+    assert own.shape == (ot.target_.shape[0],)
+
+
+def test_empty_cells_take_the_nearest_source_label():
+    Xs = np.array([[0.0], [10.0]])
+    ys = np.array([0, 1])
+    Xt = np.array([[-1.0], [1.0], [9.0], [11.0]])
+    ot = OTNetTransport(height="vector", max_iter=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ot.fit(Xs, X_target=Xt)
+    proportions, _ = label_proportions(ot, Xs, ys)
+    np.testing.assert_allclose(proportions.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(transfer_labels(ot, Xs, ys, Xt), [0, 0, 1, 1])
+
+
+def test_soft_proportions_match_the_entropic_map():
+    Xs, ys, Xt, _ = _shifted_problem(n_source=80, n_target=40)
+    ot = OTNetTransport(height="vector", epsilon=0.5, random_state=0, max_iter=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ot.fit(Xs, X_target=Xt)
+    # The soft memberships used for the proportions reproduce the entropic map exactly.
+    scores = Xs @ ot.target_.T + ot.heights_
+    member = np.exp((scores - scores.max(axis=1, keepdims=True)) / _temperature(ot))
+    member /= member.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(member @ ot.target_, ot.transform(Xs), rtol=1e-5, atol=1e-5)
+    proportions, _ = label_proportions(ot, Xs, ys)
+    expected = np.stack([member[ys == k].sum(axis=0) for k in (0, 1)], axis=1)
+    np.testing.assert_allclose(proportions, expected / expected.sum(axis=1, keepdims=True))
+    assert 0 < proportions.min() < proportions.max() < 1
+
+
+def test_label_transfer_errors():
+    Xs, ys, Xt, _ = _shifted_problem()
+    ot = OTNetTransport(height="vector", random_state=0, max_iter=20)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ot.fit(Xs, X_target=Xt)
+    with pytest.raises(ValueError, match="one label per row"):
+        label_proportions(ot, Xs, ys[:-1])
+    with pytest.raises(ValueError, match="X_target has 3 features"):
+        transfer_labels(ot, Xs, ys, np.zeros((2, 3)))
+
+
+# ------------------------------------------------------------------ class-aware transport
+class _Oracle(ClassifierMixin, BaseEstimator):
+    """Predicts the class of the rule ``x0 > threshold`` (known pseudo-labels)."""
+
+    def __init__(self, threshold=0.0):
+        self.threshold = threshold
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict_proba(self, X):
+        right = (np.asarray(X)[:, 0] > self.threshold).astype(float)
+        return np.stack([1 - right, right], axis=1)
+
+
+def test_class_aware_map_never_crosses_classes():
+    # Source classes are left/right; the target is the same cloud turned by 90 degrees, so
+    # the plain map sends many points across the class border.
+    # Both domains have 50 points of each class, so a map that never crosses exists.
+    rng = np.random.default_rng(1)
+    side = np.repeat([-1.0, 1.0], 50)
+    Xs = np.abs(rng.normal(size=(100, 2))) * [1.0, 3.0] * np.c_[side, rng.choice([-1, 1], 100)]
+    ys = (Xs[:, 0] > 0).astype(int)
+    Xt = np.abs(rng.normal(size=(100, 2))) * [3.0, 1.0] * np.c_[side, rng.choice([-1, 1], 100)]
+    yt = (Xt[:, 0] > 0).astype(int)
+    plain = OTNetAdapter().fit(Xs, ys, X_target=Xt)
+    target_class = {row.tobytes(): k for row, k in zip(Xt, yt, strict=True)}
+    crossed = [
+        target_class[row.tobytes()] != k
+        for row, k in zip(plain.X_source_transported_, ys, strict=True)
+    ]
+    assert np.mean(crossed) > 0.05  # measured: 7% of the points
+    aware = OTNetAdapter(label_weight=3.0, label_estimator=_Oracle()).fit(Xs, ys, X_target=Xt)
+    np.testing.assert_array_equal(aware.target_proba_[:, 1], yt)
+    landed = [target_class[row.tobytes()] for row in aware.X_source_transported_]
+    np.testing.assert_array_equal(landed, ys)
+
+
+def test_class_aware_default_pseudo_labels():
+    Xs, ys, Xt, yt = _shifted_problem()
+    adapter = OTNetAdapter(label_weight=1.0, n_label_iter=2).fit(Xs, ys, X_target=Xt)
+    assert adapter.target_proba_.shape == (len(Xt), 2)
+    np.testing.assert_allclose(adapter.target_proba_.sum(axis=1), 1.0)
+    assert np.mean(adapter.target_proba_.argmax(axis=1) == yt) > 0.9
+    # New source rows: displacement of the nearest training row.
+    new = Xs[:3] + 1e-3
+    expected = new + adapter.X_source_transported_[:3] - Xs[:3]
+    np.testing.assert_allclose(adapter.transform_source(new), expected)
+
+
+# ------------------------------------------------------------------ scorer
+def test_reverse_scorer_ranks_adaptation_above_no_adaptation(routing):
+    Xs, ys, Xt, _ = _shifted_problem()
+    fitted = _pipeline().fit(Xs, ys, X_target=Xt)
+    good = ReverseValidationScorer()(fitted, Xs, ys)
+
+    class Identity(OTNetAdapter):
+        def fit_transform(self, X, y=None, *, X_target=None, sample_domain=None):
+            super().fit_transform(X, y, X_target=X_target, sample_domain=sample_domain)
+            self.X_source_transported_ = self.X_source_.copy()
+            return self.X_source_
+
+    bad = make_pipeline(
+        StandardScaler(),
+        Identity(),
+        KNeighborsClassifier(n_neighbors=5),
+        transform_input=["X_target"],
+    ).fit(Xs, ys, X_target=Xt)
+    assert good > ReverseValidationScorer()(bad, Xs, ys) + 0.1
+
+
+def test_reverse_scorer_errors():
+    Xs, ys, _, _ = _shifted_problem()
+    scorer = ReverseValidationScorer()
+    with pytest.raises(TypeError, match="Pipeline"):
+        scorer(KNeighborsClassifier().fit(Xs, ys), Xs, ys)
+    with pytest.raises(ValueError, match="no OTNetAdapter"):
+        scorer(make_pipeline(KNeighborsClassifier()).fit(Xs, ys), Xs, ys)
