@@ -30,8 +30,8 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import _safe_indexing
-from sklearn.utils._metadata_requests import _MetadataRequester
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.metadata_routing import MetadataRequest
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
@@ -643,7 +643,7 @@ def _unwrap(step):
     return getattr(step, "base_estimator_", step)
 
 
-class ReverseValidationScorer(_MetadataRequester):
+class ReverseValidationScorer:
     """Score a fitted adaptation pipeline without target labels (reverse validation).
 
     For a pipeline ``pre -> OTNetAdapter -> post`` (``post`` ending with a classifier):
@@ -684,7 +684,20 @@ class ReverseValidationScorer(_MetadataRequester):
     True
     """
 
-    __metadata_request__score = {"sample_domain": True}
+    def get_metadata_routing(self) -> MetadataRequest:
+        """Request ``sample_domain`` for scoring (used by metadata routing).
+
+        Returns
+        -------
+        request : MetadataRequest
+            ``sample_domain`` requested by ``score``.
+        """
+        request = MetadataRequest(owner=type(self).__name__)
+        request.score.add_request(param="sample_domain", alias=True)
+        return request
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
     def __call__(self, estimator, X, y, sample_domain=None):
         """Reverse-validation accuracy of ``estimator`` on the labelled source rows of ``X``.
@@ -726,6 +739,8 @@ class ReverseValidationScorer(_MetadataRequester):
             keep = np.asarray(sample_domain) >= 0
             X = _safe_indexing(X, keep)
             y = y[keep]
+        if y.shape[0] == 0:
+            raise ValueError("no labelled source row to score (all rows are target rows)")
         pre, post = estimator[:k], estimator[k + 1 :]
         Zs = pre.transform(X) if k > 0 else X
         Zs = adapter.transform_source(Zs)

@@ -256,7 +256,8 @@ def test_skada_pipeline_splitter_and_scorer():
                 },
             )
     assert np.all(np.isfinite(result["test_entropy"]))
-    assert np.all((result["test_reverse"] >= 0) & (result["test_reverse"] <= 1))
+    # sample_domain reaches the scorer, which scores only the labelled source rows.
+    assert np.all(result["test_reverse"] >= 0.9)
 
 
 # ------------------------------------------------------------------ label transfer
