@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU check: the CUDA tests, then the GPU benchmark (n = 1e7, m = 1e5, d = 64; about five
+# minutes on one H100), printing a table and recording it in docs/benchmarks.md.
+# Usage: bash benchmarks/gpu_check.sh            (from the repository root)
+#        SKOT_GPU_TINY=1 bash benchmarks/gpu_check.sh   (seconds: a smoke test of the script)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python}
+
+"$PY" - <<'PYEOF'
+import torch
+print("torch", torch.__version__, "CUDA available:", torch.cuda.is_available())
+if torch.cuda.is_available():
+    print("device:", torch.cuda.get_device_name(0))
+PYEOF
+
+status=0
+echo "== CUDA tests (pytest -m gpu)"
+"$PY" -m pytest -m gpu -q -p no:cacheprovider tests || status=$?
+# pytest exits 5 when no test was selected; anything else non-zero is a failure.
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    echo "CUDA tests failed (exit $status)"
+fi
+
+echo "== GPU benchmark"
+if [ "${SKOT_GPU_TINY:-0}" = "1" ]; then
+    "$PY" -m benchmarks.gpu --device "${SKOT_GPU_DEVICE:-cuda}" --tiny
+else
+    "$PY" -m benchmarks.gpu --device "${SKOT_GPU_DEVICE:-cuda}" --write
+fi
+if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
+    exit "$status"
+fi
