@@ -1,8 +1,8 @@
 """Sphinx configuration of the skot documentation.
 
 Build: ``python -m sphinx -b html -W docs docs/_build/html``. The gallery (sphinx-gallery over
-``examples/``) runs every example; skip running them with ``-D plot_gallery=0`` or the
-environment variable ``SKOT_DOCS_PLOT_GALLERY=0`` (the pages are still generated).
+``examples/``) runs every example; skip running them with the environment variable
+``SKOT_DOCS_PLOT_GALLERY=0`` (the gallery pages are still generated, without outputs).
 """
 
 import os

@@ -49,13 +49,13 @@ print(f"source {source_image.shape[1]}x{source_image.shape[0]}: {pixels.shape[0]
 # -------------------------
 # ``n_fit`` source pixels are mapped onto ``n_colors`` reference pixels (uniform weights): the
 # map gives every reference colour the same share of the source image.
-n_fit, n_colors = (1_000, 64) if FAST else (4_000, 400)
+n_fit, n_colors = (1_000, 64) if FAST else (10_000, 300)
 rng = np.random.default_rng(0)
 X = pixels[rng.choice(pixels.shape[0], n_fit, replace=False)]
 Y = reference_pixels[rng.choice(reference_pixels.shape[0], n_colors, replace=False)]
 
 t0 = time.perf_counter()
-ot = OTNetTransport(height="vector", max_iter=300 if FAST else 600, tol=0.05, random_state=0)
+ot = OTNetTransport(height="vector", max_iter=300 if FAST else 800, tol=0.05, random_state=0)
 ot.fit(X, X_target=Y)
 fit_seconds = time.perf_counter() - t0
 print(

@@ -29,8 +29,6 @@ def test_docs_build_without_warnings(tmp_path):
         "-W",
         "--keep-going",
         "-q",
-        "-D",
-        "plot_gallery=0",
         str(tmp_path / "docs"),
         str(tmp_path / "html"),
     ]
