@@ -21,30 +21,39 @@ __all__ = [
     "ResidualHeights",
     "VectorHeights",
     "make_height_model",
+    "gaussian_offset",
     "typical_spacing",
 ]
 
 HEIGHT_KINDS = ("vector", "network", "residual")
 
 
-def _offset(Y: Tensor) -> Tensor:
-    return -0.5 * (Y * Y).sum(dim=1)
-
-
 class HeightModel(nn.Module):
     """Base class: ``forward(Y)`` returns the heights of the rows of ``Y``.
 
-    ``uses_index`` is true when the model stores one free parameter per target point, so it is
-    tied to the order and number of the targets it was built for.
+    Heights are a fixed quadratic offset ``-1/2 (y - c)^T P (y - c)`` plus a trainable
+    correction. ``P = I, c = 0`` (the default) starts from the Voronoi map; :func:`set_offset`
+    with the dual potential of the Gaussian (Bures) map between the source and target moments
+    starts from that affine map instead. ``uses_index`` is true when the model stores one free
+    parameter per target point, so it is tied to the targets it was built for.
     """
 
     uses_index = False
+
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("offset_center", torch.zeros(n_features))
+        self.register_buffer("offset_precision", torch.eye(n_features))
+
+    def offset(self, Y: Tensor) -> Tensor:
+        Z = Y - self.offset_center
+        return -0.5 * ((Z @ self.offset_precision) * Z).sum(dim=1)
 
     def correction(self, Y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, Y: Tensor) -> Tensor:
-        return _offset(Y) + self.correction(Y)
+        return self.offset(Y) + self.correction(Y)
 
 
 class VectorHeights(HeightModel):
@@ -52,8 +61,8 @@ class VectorHeights(HeightModel):
 
     uses_index = True
 
-    def __init__(self, n_targets: int):
-        super().__init__()
+    def __init__(self, n_features: int, n_targets: int):
+        super().__init__(n_features)
         self.residual = nn.Parameter(torch.zeros(n_targets))
 
     def correction(self, Y: Tensor) -> Tensor:
@@ -120,7 +129,7 @@ class NetworkHeights(HeightModel):
         frequency: float = 0.0,
         generator: torch.Generator | None = None,
     ):
-        super().__init__()
+        super().__init__(n_features)
         self.net = _MLP(n_features, hidden_layer_sizes, frequency, generator=generator)
 
     def correction(self, Y: Tensor) -> Tensor:
@@ -144,7 +153,7 @@ class ResidualHeights(HeightModel):
         frequency: float = 0.0,
         generator: torch.Generator | None = None,
     ):
-        super().__init__()
+        super().__init__(n_features)
         self.net = _MLP(n_features, hidden_layer_sizes, frequency, generator=generator)
         self.residual = nn.Parameter(torch.zeros(n_targets))
 
@@ -155,6 +164,51 @@ class ResidualHeights(HeightModel):
                 f"got {Y.shape[0]}"
             )
         return self.net(Y) + self.residual
+
+
+def gaussian_offset(
+    X: Tensor, Y: Tensor, x_weight: Tensor | None = None, y_weight: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Centre ``c`` and precision ``P`` of the dual potential of the Gaussian OT map.
+
+    The optimal map between Gaussians with the moments of the source and the target is
+    ``T(x) = A x + c`` with ``A = S^-1/2 (S^1/2 St S^1/2)^1/2 S^-1/2`` symmetric positive
+    definite; its Brenier potential is ``x^T A x / 2 + <c, x>``, whose Legendre dual gives
+    heights ``-1/2 (y - c)^T A^-1 (y - c)``. Returns ``(c, A^-1)`` in float64. Covariances get
+    a small ridge so that degenerate data (fewer samples than features, flat directions) stay
+    well conditioned.
+    """
+
+    def moments(Z, w):
+        Z = Z.double()
+        w = (
+            torch.full((Z.shape[0],), 1.0 / Z.shape[0], dtype=Z.dtype, device=Z.device)
+            if w is None
+            else w.double() / w.double().sum()
+        )
+        mean = w @ Z
+        C = (Z - mean).T @ ((Z - mean) * w[:, None])
+        return mean, C
+
+    def sqrtm(C, inverse=False):
+        vals, vecs = torch.linalg.eigh(C)
+        vals = vals.clamp(min=1e-12)
+        vals = vals.rsqrt() if inverse else vals.sqrt()
+        return (vecs * vals) @ vecs.T
+
+    ms, Cs = moments(X, x_weight)
+    mt, Ct = moments(Y, y_weight)
+    d = X.shape[1]
+    ridge = 1e-3 * (torch.trace(Cs) + torch.trace(Ct)) / (2 * d) + 1e-12
+    eye = torch.eye(d, dtype=Cs.dtype, device=Cs.device)
+    Cs, Ct = Cs + ridge * eye, Ct + ridge * eye
+    root = sqrtm(Cs)
+    inv_root = sqrtm(Cs, inverse=True)
+    A = inv_root @ sqrtm(root @ Ct @ root) @ inv_root
+    A = 0.5 * (A + A.T)
+    precision = torch.linalg.inv(A)
+    center = mt - A @ ms
+    return center, 0.5 * (precision + precision.T)
 
 
 def typical_spacing(
@@ -195,7 +249,7 @@ def make_height_model(
     (``0``: no Fourier embedding). Weights are drawn from ``generator`` when given.
     """
     if kind == "vector":
-        return VectorHeights(n_targets)
+        return VectorHeights(n_features, n_targets)
     if kind not in HEIGHT_KINDS:
         raise ValueError(f"height must be one of {HEIGHT_KINDS}, got {kind!r}")
     if generator is not None:

@@ -34,6 +34,7 @@ __all__ = [
     "DivergenceError",
     "cell_masses",
     "init_state",
+    "make_optimizer",
     "marginal_error",
     "power_assign",
     "run",
@@ -202,6 +203,7 @@ class SolverConfig:
     """Hyperparameters of the optimisation (see :func:`run`)."""
 
     learning_rate: float = 1e-3
+    height_learning_rate: float = 1e-2
     batch_size: int = 4096
     max_batch_size: int | None = None
     tol: float = 1e-2
@@ -210,6 +212,8 @@ class SolverConfig:
     n_iter_no_change: int = 3
     max_eval_samples: int = 1_000_000
     block_elements: int = 2**24
+    min_lr_factor: float = 2.0**-10
+    full_batch_patience: int = 10
 
 
 @dataclass
@@ -233,10 +237,32 @@ class SolverState:
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
     """Fresh optimiser state for ``model``."""
-    opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     return SolverState(
-        model=model, optimizer=opt, generator=generator, batch_size=config.batch_size
+        model=model,
+        optimizer=make_optimizer(model, config),
+        generator=generator,
+        batch_size=config.batch_size,
     )
+
+
+def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam:
+    """Adam with two parameter groups: network weights and free per-point heights.
+
+    The two live in different units (weights versus heights), so each has its own step size.
+    """
+    named = list(model.named_parameters())
+    free = [p for name, p in named if name == "residual"]
+    net = [p for name, p in named if name != "residual"]
+    groups = [
+        {"params": net, "lr": config.learning_rate, "initial_lr": config.learning_rate},
+        {
+            "params": free,
+            "lr": config.height_learning_rate,
+            "initial_lr": config.height_learning_rate,
+        },
+    ]
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.Adam(groups, fused=True)
 
 
 def _evaluation_set(
@@ -274,7 +300,8 @@ def _center_residual(model: HeightModel, nu: Tensor) -> None:
 
 def _to_device(obj, device):
     if isinstance(obj, Tensor):
-        return obj.to(device)
+        # Always a copy: a snapshot must not share storage (e.g. Adam's step counters).
+        return obj.detach().to(device, copy=True)
     if isinstance(obj, dict):
         return {k: _to_device(v, device) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -311,8 +338,7 @@ def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
     (a CUDA state loaded on a CPU) it is reseeded deterministically from its seed and step.
     """
     model = snapshot["model"].to(device)
-    lr = snapshot["optimizer"]["param_groups"][0]["lr"]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model, SolverConfig())
     optimizer.load_state_dict(snapshot["optimizer"])
     gen_info = snapshot["generator"]
     generator = torch.Generator(device=device)
@@ -392,18 +418,15 @@ def run(
         ((masses - nu) * h).sum().backward()
         state.optimizer.step()
         _center_residual(state.model, nu)
-        if not _parameters_finite(state.model):
-            state.model.load_state_dict(good)
-            raise DivergenceError(
-                f"training diverged at iteration {state.step} (non-finite heights); the last "
-                "finite state was kept. Lower learning_rate or rescale the data."
-            )
         if full:
-            good = copy.deepcopy(state.model.state_dict())
+            # Non-finite parameters show up as a non-finite energy at the next step.
+            if state.step % 10 == 0:
+                good = copy.deepcopy(state.model.state_dict())
             continue
         eval_every = config.eval_every or max(10, math.ceil(2 * eval_X.shape[0] / state.batch_size))
         if state.step % eval_every and state.step < end_step:
             continue
+        _check_finite(state, good)
         with torch.no_grad():
             em, _ = cell_masses(
                 eval_X,
@@ -416,7 +439,17 @@ def run(
         good = copy.deepcopy(state.model.state_dict())
         if _record(state, marginal_error(em, nu), config, max_batch, start, callback):
             break
+    _check_finite(state, good)
     return state
+
+
+def _check_finite(state: SolverState, good: dict) -> None:
+    if not _parameters_finite(state.model):
+        state.model.load_state_dict(good)
+        raise DivergenceError(
+            f"training diverged at iteration {state.step} (non-finite heights); the last "
+            "finite state was kept. Lower learning_rate or rescale the data."
+        )
 
 
 def _record(
@@ -440,12 +473,17 @@ def _record(
         state.n_stall = 0
         return False
     state.n_stall += 1
-    if state.n_stall >= config.n_iter_no_change:
+    # Full-batch steps are evaluations too, and exact: give them a longer patience.
+    patience = config.n_iter_no_change
+    if state.batch_size >= max_batch:
+        patience *= config.full_batch_patience
+    if state.n_stall >= patience:
+        # best_error is kept: oscillating below a reset best would otherwise look like progress
+        # and the step size would never shrink.
         state.n_stall = 0
-        state.best_error = error
         if state.batch_size < max_batch:
             state.batch_size = min(2 * state.batch_size, max_batch)
         else:
             for group in state.optimizer.param_groups:
-                group["lr"] *= 0.5
+                group["lr"] = max(0.5 * group["lr"], config.min_lr_factor * group["initial_lr"])
     return False

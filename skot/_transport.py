@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _solver
-from ._potentials import HEIGHT_KINDS, make_height_model, typical_spacing
+from ._potentials import HEIGHT_KINDS, gaussian_offset, make_height_model, typical_spacing
 
 __all__ = ["OTNetTransport"]
 
@@ -101,6 +101,10 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Random Fourier features of the network input, with frequencies of standard deviation
         ``fourier_scale / s`` where ``s`` is the typical spacing between target points. Lets
         the network follow heights that vary from one target to the next. ``0`` disables them.
+    init : {"gaussian", "voronoi"}, default="gaussian"
+        Starting map. ``"gaussian"`` starts from the optimal affine map between Gaussians with
+        the means and covariances of source and target (closed form), so that large shifts and
+        scalings cost no iterations; ``"voronoi"`` starts from the nearest-target map.
     max_iter : int, default=2000
         Maximum number of optimisation steps per call to ``fit``.
     tol : float, default=1e-2
@@ -112,8 +116,11 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     max_batch_size : int, default=None
         Cap on the batch growth when ``bandwidth > 0``; ``None`` means one million.
     learning_rate : float, default=1e-3
-        Adam's initial step size (in units of the standardised data). It halves when progress
-        stalls at the largest batch.
+        Adam's initial step size for the height network's weights. It halves when progress
+        stalls at the largest batch (down to ``2**-10`` of its initial value).
+    height_learning_rate : float, default=1e-2
+        Adam's initial step size for free per-point heights (``"vector"`` and the residual of
+        ``"residual"``), in units of the standardised data. Halves like ``learning_rate``.
     n_iter_no_change : int, default=3
         Evaluations without a 1% improvement of the marginal error before the batch grows or
         the learning rate halves.
@@ -202,11 +209,13 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "height": [StrOptions(set(HEIGHT_KINDS))],
         "hidden_layer_sizes": ["array-like"],
         "fourier_scale": [Interval(Real, 0, None, closed="left")],
+        "init": [StrOptions({"gaussian", "voronoi"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "height_learning_rate": [Interval(Real, 0, None, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "bandwidth": [Interval(Real, 0, None, closed="left")],
@@ -221,11 +230,13 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         height="network",
         hidden_layer_sizes=(256, 256),
         fourier_scale=0.2,
+        init="gaussian",
         max_iter=2000,
         tol=1e-2,
         batch_size=4096,
         max_batch_size=None,
         learning_rate=1e-3,
+        height_learning_rate=1e-2,
         n_iter_no_change=3,
         epsilon=0.0,
         bandwidth=0.0,
@@ -237,11 +248,13 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.height = height
         self.hidden_layer_sizes = hidden_layer_sizes
         self.fourier_scale = fourier_scale
+        self.init = init
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
         self.max_batch_size = max_batch_size
         self.learning_rate = learning_rate
+        self.height_learning_rate = height_learning_rate
         self.n_iter_no_change = n_iter_no_change
         self.epsilon = epsilon
         self.bandwidth = bandwidth
@@ -338,7 +351,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             else:
                 Y, nu = None, None
         else:
-            Y = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
+            try:
+                Y = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
+            except (TypeError, ValueError) as exc:
+                if "X_target" in str(exc):
+                    raise
+                raise type(exc)(f"X_target: {exc}") from exc
             if Y.shape[1] != X.shape[1]:
                 raise ValueError(
                     f"X_target has {Y.shape[1]} features, but X has {X.shape[1]} features"
@@ -395,13 +413,14 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 f"OTNetTransport stopped after {max_steps} iterations with marginal error "
                 f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return self
 
     def _config(self) -> _solver.SolverConfig:
         return _solver.SolverConfig(
             learning_rate=self.learning_rate,
+            height_learning_rate=self.height_learning_rate,
             batch_size=self.batch_size,
             max_batch_size=self.max_batch_size,
             tol=self.tol,
@@ -433,6 +452,14 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             frequency,
             generator=cpu_gen,
         )
+        if self.init == "gaussian":
+            w = None if mu is None else torch.as_tensor(mu)
+            center, precision = gaussian_offset(
+                self._to_tensor(X, "cpu"), Yn, w, torch.as_tensor(nu)
+            )
+            with torch.no_grad():
+                model.offset_center.copy_(center)
+                model.offset_precision.copy_(precision)
         self._state = _solver.init_state(model.to(device), self._config(), generator)
         self._set_target(Y, nu)
 
@@ -460,8 +487,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             values = torch.zeros(Y.shape[0], dtype=_DTYPE, device=self.device_)
             values[kept] = residual.detach()[torch.as_tensor(src[src >= 0], device=self.device_)]
             model.residual = torch.nn.Parameter(values)
-            lr = self._state.optimizer.param_groups[0]["lr"]
-            self._state.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+            self._state.optimizer = _solver.make_optimizer(model, self._config())
         self._state.best_error = math.inf
         self._state.n_stall = 0
         self._set_target(Y, nu)
@@ -493,7 +519,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 if problem.source_weight is None
                 else problem.source_weight
             )
-            masses = torch.bincount(idx, weights=w, minlength=h.shape[0])
+            masses = torch.bincount(idx, weights=w.double(), minlength=h.shape[0])
             sums = problem.source.new_zeros(h.shape[0], problem.source.shape[1])
             sums.index_add_(0, idx, problem.source * w[:, None])
         h = h.double().cpu().numpy()
@@ -518,9 +544,10 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._heights_t = torch.as_tensor(h, dtype=_DTYPE, device=self.device_)
 
     def _report(self, state, seconds):
+        lr = max(group["lr"] for group in state.optimizer.param_groups)
         print(
-            f"Iteration {state.step}, batch {state.batch_size}, marginal error "
-            f"{state.error:.5f}, energy {state.energies[-1]:.6f}, {seconds:.1f}s",
+            f"Iteration {state.step}, batch {state.batch_size}, learning rate {lr:.2e}, "
+            f"marginal error {state.error:.5f}, energy {state.energies[-1]:.6f}, {seconds:.1f}s",
             file=sys.stdout,
             flush=True,
         )

@@ -1,0 +1,185 @@
+"""The torch core on its own: chunked power cells, masses, gradients, state round trips."""
+
+import numpy as np
+import pytest
+import torch
+
+from skot import _solver
+from skot._potentials import (
+    NetworkHeights,
+    ResidualHeights,
+    VectorHeights,
+    gaussian_offset,
+    make_height_model,
+    typical_spacing,
+)
+
+
+def _dense_argmax(X, Y, h):
+    scores = X @ Y.T + h
+    return scores.max(dim=1)
+
+
+@pytest.mark.parametrize("block_elements", [1, 7, 64, 2**24])
+def test_power_assign_chunked_equals_dense(device, block_elements):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(53, 3, generator=g).to(device)
+    Y = torch.randn(37, 3, generator=g).to(device)
+    h = torch.randn(37, generator=g).to(device)
+    val, idx = _solver.power_assign(X, Y, h, block_elements=block_elements)
+    ref_val, ref_idx = _dense_argmax(X, Y, h)
+    torch.testing.assert_close(val, ref_val)
+    assert torch.equal(idx, ref_idx)
+
+
+def test_cell_masses_hard_and_soft_match_brute_force(device):
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(200, 2, dtype=torch.float64, generator=g).to(device)
+    Y = torch.randn(11, 2, dtype=torch.float64, generator=g).to(device)
+    h = torch.randn(11, dtype=torch.float64, generator=g).to(device)
+    w = torch.rand(200, dtype=torch.float64, generator=g).to(device)
+    w /= w.sum()
+    scores = X @ Y.T + h
+    masses, mean_u = _solver.cell_masses(X, Y, h, w, block_elements=50)
+    ref = torch.zeros(11, dtype=torch.float64, device=device).index_add_(0, scores.argmax(1), w)
+    torch.testing.assert_close(masses, ref)
+    torch.testing.assert_close(mean_u, (w * scores.max(1).values).sum())
+    eps = 0.3
+    soft, soft_u = _solver.cell_masses(X, Y, h, w, epsilon=eps, block_elements=50)
+    torch.testing.assert_close(soft, torch.softmax(scores / eps, 1).T @ w)
+    torch.testing.assert_close(soft_u, (w * eps * torch.logsumexp(scores / eps, 1)).sum())
+
+
+def test_mass_gradient_is_the_energy_gradient():
+    """d/dh [E_x max_j(<x,y_j> + h_j) - <nu, h>] = w(h) - nu, checked by autograd (float64)."""
+    g = torch.Generator().manual_seed(2)
+    X = torch.randn(500, 2, dtype=torch.float64, generator=g)
+    Y = torch.randn(9, 2, dtype=torch.float64, generator=g)
+    nu = torch.full((9,), 1 / 9, dtype=torch.float64)
+    h = torch.randn(9, dtype=torch.float64, generator=g, requires_grad=True)
+    energy = (X @ Y.T + h).max(dim=1).values.mean() - (nu * h).sum()
+    (grad,) = torch.autograd.grad(energy, h)
+    masses, _ = _solver.cell_masses(X, Y, h.detach())
+    torch.testing.assert_close(grad, masses - nu)
+    # The surrogate the solver back-propagates gives the same gradient for network heights.
+    model = make_height_model("network", 2, 9, (8,), generator=g).double()
+    hm = model(Y)
+    masses, _ = _solver.cell_masses(X, Y, hm.detach())
+    ((masses - nu) * hm).sum().backward()
+    surrogate = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    ((X @ Y.T + model(Y)).max(dim=1).values.mean() - (nu * model(Y)).sum()).backward()
+    for a, p in zip(surrogate, model.parameters(), strict=True):
+        torch.testing.assert_close(a, p.grad)
+
+
+def test_soft_energy_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(40, 2, dtype=torch.float64, generator=g)
+    Y = torch.randn(5, 2, dtype=torch.float64, generator=g)
+    h = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
+
+    def energy(h):
+        return 0.2 * torch.logsumexp((X @ Y.T + h) / 0.2, dim=1).mean()
+
+    assert torch.autograd.gradcheck(energy, (h,))
+    (grad,) = torch.autograd.grad(energy(h), h)
+    masses, _ = _solver.cell_masses(X, Y, h.detach(), epsilon=0.2)
+    torch.testing.assert_close(grad, masses)
+
+
+def test_height_models_start_at_voronoi_and_validate_sizes():
+    Y = torch.randn(6, 3)
+    voronoi = -0.5 * (Y**2).sum(1)
+    for model in (VectorHeights(3, 6), NetworkHeights(3, (8,)), ResidualHeights(3, 6, (8,))):
+        torch.testing.assert_close(model(Y), voronoi)
+    with pytest.raises(ValueError, match="built for 6 target points"):
+        VectorHeights(3, 6)(torch.randn(5, 3))
+    with pytest.raises(ValueError, match="height must be one of"):
+        make_height_model("tree", 3, 6)
+
+
+def test_gaussian_offset_is_the_dual_of_the_gaussian_map():
+    """Between Gaussians the offset alone is the exact OT map T(x) = A x + c."""
+    g = torch.Generator().manual_seed(4)
+    A_true = torch.tensor([[2.0, 0.5], [0.5, 1.0]], dtype=torch.float64)
+    c_true = torch.tensor([3.0, -1.0], dtype=torch.float64)
+    X = torch.randn(200_000, 2, dtype=torch.float64, generator=g)
+    Y = X @ A_true + c_true  # A_true is symmetric positive definite: an OT map
+    center, precision = gaussian_offset(X, Y)
+    torch.testing.assert_close(torch.linalg.inv(precision), A_true, atol=0.02, rtol=0.02)
+    torch.testing.assert_close(center, c_true, atol=0.02, rtol=0.02)
+
+
+def test_typical_spacing_on_a_grid():
+    grid = torch.stack(torch.meshgrid(torch.arange(10.0), torch.arange(10.0), indexing="ij"), -1)
+    assert typical_spacing(grid.reshape(-1, 2) * 0.5) == pytest.approx(0.5)
+
+
+def _problem(device, n=3000, m=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, 2, generator=g).to(device)
+    Y = torch.randn(m, 2, generator=g).to(device)
+    nu = torch.full((m,), 1.0 / m, device=device)
+    return _solver.Problem(source=X, target=Y, target_weight=nu)
+
+
+@pytest.mark.parametrize("kind", ["vector", "network", "residual"])
+def test_run_converges_and_resumes(device, kind):
+    problem = _problem(device)
+    g = torch.Generator().manual_seed(0)
+    model = make_height_model(kind, 2, 40, (32, 32), frequency=0.5, generator=g).to(device)
+    config = _solver.SolverConfig(batch_size=512, tol=1e-2)
+    state = _solver.init_state(model, config, torch.Generator(device=device).manual_seed(0))
+    _solver.run(state, problem, config, max_steps=30)
+    assert state.step == 30 and not state.converged
+    before = state.errors[-1][1]
+    _solver.run(state, problem, config, max_steps=3000)  # resumes, never re-initialises
+    assert state.converged and state.error <= 1e-2 < before
+    masses, _ = _solver.cell_masses(problem.source, problem.target, model(problem.target))
+    assert _solver.marginal_error(masses, problem.target_weight) <= 1e-2
+
+
+def test_state_round_trip_preserves_training(device):
+    problem = _problem(device)
+    config = _solver.SolverConfig(batch_size=256, tol=1e-3)
+
+    def fresh():
+        model = make_height_model(
+            "residual", 2, 40, (16,), generator=torch.Generator().manual_seed(0)
+        ).to(device)
+        return _solver.init_state(model, config, torch.Generator(device=device).manual_seed(0))
+
+    a = fresh()
+    _solver.run(a, problem, config, max_steps=20)
+    b = _solver.state_from_dict(_solver.state_to_dict(a), torch.device(device))
+    _solver.run(a, problem, config, max_steps=15)
+    _solver.run(b, problem, config, max_steps=15)
+    assert a.step == b.step == 35
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_divergence_keeps_last_finite_state():
+    problem = _problem("cpu", n=500, m=10)
+    model = make_height_model("vector", 2, 10)
+    config = _solver.SolverConfig(batch_size=100, tol=0.0, eval_every=5)
+    state = _solver.init_state(model, config, torch.Generator().manual_seed(0))
+    _solver.run(state, problem, config, max_steps=5)
+    for group in state.optimizer.param_groups:
+        group["lr"] = 1e38  # overflows float32 heights at once
+    with pytest.raises(_solver.DivergenceError, match="diverged"):
+        _solver.run(state, problem, config, max_steps=20)
+    assert torch.isfinite(model.residual).all()
+    masses, _ = _solver.cell_masses(problem.source, problem.target, model(problem.target))
+    assert torch.isfinite(masses).all()
+
+
+def test_weighted_draw_follows_weights():
+    X = torch.arange(4.0)[:, None]
+    w = torch.tensor([0.1, 0.0, 0.6, 0.3])
+    problem = _solver.Problem(source=X, target=X, target_weight=w, source_weight=w)
+    draw = problem.draw(40_000, torch.Generator().manual_seed(0))[:, 0].long()
+    freq = np.bincount(draw.numpy(), minlength=4) / 40_000
+    np.testing.assert_allclose(freq, w.numpy(), atol=0.01)
+    assert freq[1] == 0
