@@ -91,6 +91,11 @@ for ax, image, title in zip(
 fig.savefig(FIGURE_DIR / "color_transfer_images.png", dpi=100)
 
 # %%
+# The hard map gives every pixel one of the ``n_colors`` reference colours, so smooth
+# gradients of the source (the sky) become bands of nearby reference colours, and the JPEG
+# blocks of the source show. More reference colours make the bands finer; ``epsilon > 0``
+# (a smooth, entropic map) blends neighbouring colours instead.
+#
 # The colour distributions, projected on the red-green plane: the mapped image's colours are
 # the reference's colours, spread over the source image in proportion.
 show = rng.choice(pixels.shape[0], 3_000, replace=False)

@@ -92,14 +92,14 @@ def _build_parser() -> _Parser:
         "-n",
         "--sample-size",
         type=_positive_int,
-        default=20_000,
+        default=10_000,
         help="source pixels used to learn the map (default: %(default)s)",
     )
     ct.add_argument(
         "-m",
         "--reference-size",
         type=_positive_int,
-        default=1_000,
+        default=500,
         help="reference pixels used as target colours (default: %(default)s)",
     )
     ct.add_argument(
