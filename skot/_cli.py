@@ -373,6 +373,14 @@ def _color_transfer(args: argparse.Namespace) -> int:
     t_map = time.perf_counter()
     _write_image(out, args.output, fmt)
     t_end = time.perf_counter()
+    if not ot.converged_:
+        print(
+            f"{PROG}: warning: the map did not reach --tol {args.tol:g} (marginal error "
+            f"{ot.marginal_error_:.4f} after {ot.n_iter_} steps); the output was written "
+            "anyway; raise --max-iter or --tol",
+            file=sys.stderr,
+            flush=True,
+        )
     if say:
         state = "converged" if ot.converged_ else "not converged (raise --max-iter or --tol)"
         say(

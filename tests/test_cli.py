@@ -45,8 +45,8 @@ def _one_error_line(capsys, *words):
 def test_color_transfer_maps_every_pixel_to_a_reference_colour(images, capsys):
     src, ref, tmp = images
     out = tmp / "out.png"
-    assert main(["color-transfer", str(src), str(ref), str(out), *FAST]) == 0
-    assert capsys.readouterr().err == ""  # silent by default
+    assert main(["color-transfer", str(src), str(ref), str(out), *FAST, "--tol", "1"]) == 0
+    assert capsys.readouterr().err == ""  # silent by default when the map converges
     result = np.asarray(Image.open(out))
     assert result.shape == (24, 32, 3)
     # The hard map sends every pixel (not only the sampled ones) to a reference colour.
@@ -54,6 +54,17 @@ def test_color_transfer_maps_every_pixel_to_a_reference_colour(images, capsys):
     out_colours = {tuple(c) for c in result.reshape(-1, 3)}
     assert out_colours <= ref_colours
     assert len(out_colours) > 5
+
+
+def test_unconverged_map_warns_on_one_line(images, capsys):
+    src, ref, tmp = images
+    out = tmp / "out.png"
+    args = ["color-transfer", str(src), str(ref), str(out), *FAST, "--max-iter", "2"]
+    args += ["--tol", "0"]
+    assert main(args) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("skot: warning: the map did not reach --tol 0")
+    assert out.exists()
 
 
 def test_color_transfer_is_reproducible_with_a_seed(images):
