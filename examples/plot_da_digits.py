@@ -50,7 +50,7 @@ from skot.da import OTNetAdapter, transfer_labels
 FAST = os.environ.get("SKOT_FAST") == "1"
 FIGURE_DIR = os.environ.get("SKOT_FIGURE_DIR", os.path.join("examples", "figures"))
 os.makedirs(FIGURE_DIR, exist_ok=True)
-SEEDS = [0, 1] if FAST else [0, 1, 2, 3, 4]
+SEEDS = [0, 1] if FAST else [0, 1, 2]
 N_IMAGES = 400 if FAST else None  # all 1,797 images at full size
 ANGLE = 15.0
 
@@ -102,7 +102,7 @@ def pot_mappings():
         return {}
     return {
         "POT exact (EMD)": lambda: pot.da.EMDTransport(),
-        "POT entropic": lambda: pot.da.SinkhornTransport(reg_e=1e-2, norm="max"),
+        "POT entropic": lambda: pot.da.SinkhornTransport(reg_e=5e-2, norm="max"),
         "POT class-reg. (Lpl1)": lambda: pot.da.SinkhornLpl1Transport(
             reg_e=1e-2, reg_cl=1e-1, norm="max"
         ),
@@ -163,7 +163,7 @@ centre = pipe.named_steps["standardscaler"].mean_
 moved = adapter.X_source_transported_ + centre
 
 fig = plt.figure(figsize=(11, 4.2))
-ax = fig.add_axes([0.07, 0.15, 0.38, 0.75])
+ax = fig.add_axes([0.2, 0.15, 0.27, 0.75])
 names = list(results)
 means = [np.mean(results[n]) for n in names]
 stds = [np.std(results[n]) for n in names]
@@ -176,7 +176,7 @@ ax.set_xlabel("target accuracy")
 ax.set_title("Rotated digits: target accuracy")
 for row, (title, data) in enumerate([("source", Xs), ("transported", moved), ("target", Xt)]):
     for col in range(6):
-        sub = fig.add_axes([0.52 + col * 0.078, 0.64 - row * 0.27, 0.07, 0.23])
+        sub = fig.add_axes([0.54 + col * 0.074, 0.64 - row * 0.27, 0.066, 0.23])
         sub.imshow(data[col].reshape(8, 8), cmap="gray_r")
         sub.set_xticks([])
         sub.set_yticks([])

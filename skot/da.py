@@ -78,7 +78,7 @@ def _squared_spacing(X: np.ndarray, Y: np.ndarray, n_queries: int = 500) -> floa
     return float(np.median(nearest) / scale2) if nearest.size else 1.0
 
 
-def _default_transport(Xs: np.ndarray, Xt: np.ndarray) -> OTNetTransport:
+def _default_transport(Xs: np.ndarray, Xt: np.ndarray, slack: float = 5e-3) -> OTNetTransport:
     """The transport used when ``transport=None``: free heights, full-batch exact steps.
 
     Domain-adaptation problems have a few thousand points on each side, where the free height
@@ -88,10 +88,12 @@ def _default_transport(Xs: np.ndarray, Xt: np.ndarray) -> OTNetTransport:
     divides the number of samples). The heights' step size follows the squared spacing of the target
     points (a height change of ``delta`` moves a cell wall by ``delta / spacing``): measured,
     fixed step sizes that converge in 64 dimensions oscillate in 2, and the other way round.
+    ``slack`` is the allowance above the floor (``0.05`` for the label-aware stage, with at
+    most 1000 steps).
     """
     # One misplaced sample changes the error by 1/n: allow at least that much.
-    tol = max(5e-3, 1.01 / Xs.shape[0]) + _discreteness_floor(Xs.shape[0], Xt.shape[0])
-    params = {"height": "vector", "max_iter": 3000, "tol": tol}
+    tol = max(slack, 1.01 / Xs.shape[0]) + _discreteness_floor(Xs.shape[0], Xt.shape[0])
+    params = {"height": "vector", "max_iter": 3000 if slack < 0.05 else 1000, "tol": tol}
     if "height_learning_rate" in OTNetTransport().get_params():
         step = float(np.clip(0.05 * _squared_spacing(Xs, Xt), 0.01, 1.0))
         params["height_learning_rate"] = step
@@ -187,8 +189,11 @@ class OTNetAdapter(TransformerMixin, BaseEstimator):
         ``label_weight * s * onehot(y)`` to the source rows and ``label_weight * s * q`` to
         the target rows, where ``s`` is the root mean squared distance of the source to its
         mean and ``q`` are target class probabilities (pseudo-labels): moving a point of class
-        ``k`` onto a target believed to be of class ``l != k`` then costs about ``label_weight**2``
-        times a typical squared distance more, so cells stop mixing source classes.
+        ``k`` onto a target believed to be of class ``l != k`` then costs about
+        ``label_weight**2`` times a typical squared distance more, so cells stop mixing source
+        classes. With the default transport this label-aware map stops at a marginal error of
+        5% (1000 steps at most): when the class proportions differ between the domains, the
+        mass that would have to cross classes mostly stays in its class.
     label_estimator : classifier, default=None
         Classifier that gives the target pseudo-labels ``q``: fitted on the transported source
         and its labels, then ``predict_proba`` on the target. ``None`` uses
@@ -358,17 +363,20 @@ class OTNetAdapter(TransformerMixin, BaseEstimator):
                 self.target_proba_ = proba
                 As = np.hstack([Xs64, scale * onehot])
                 At = np.hstack([Xt64, scale * proba])
-                self.transport_ = self._fit_map(As, At)
+                # Measured on the rotated digits: the label-aware problem converges slowly
+                # (source and target class proportions differ, so some mass must cross a
+                # label gap), and stopping at 5% leaves that mass in its class, which helps.
+                self.transport_ = self._fit_map(As, At, slack=0.05)
                 moved = self._training_images(As, As)[:, : Xs64.shape[1]]
         self.X_source_transported_ = moved
         return X, source
 
-    def _fit_map(self, Xs, Xt):
+    def _fit_map(self, Xs, Xt, slack=5e-3):
         if self.direction == "barycentric":
             Xs, Xt = Xt, Xs
         if self.transport is not None:
             return clone(self.transport).fit(Xs, X_target=Xt)
-        transport = _default_transport(Xs, Xt)
+        transport = _default_transport(Xs, Xt, slack)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             transport.fit(Xs, X_target=Xt)
