@@ -15,6 +15,8 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import ndtri
+from scipy.stats import qmc
 from sklearn.base import BaseEstimator, _fit_context, clone
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -48,7 +50,14 @@ class OTNetSampler(BaseEstimator):
     n_latent : int, default=20000
         Number of latent points drawn to learn the map. Each cell receives about
         ``n_latent / n_samples`` of them, so use at least ten times the number of training
-        points; fewer than ``n_samples`` is an error.
+        points; fewer than ``n_samples`` is an error. The cells' masses under the latent
+        distribution are only as accurate as this sample (see ``latent_sampling``).
+    latent_sampling : {"sobol", "random"}, default="sobol"
+        How the ``n_latent`` training points of the latent space are drawn: the first
+        ``n_latent`` points of a scrambled Sobol' sequence (quasi-random, spreads the points
+        more evenly, so the cells' masses under the latent distribution are closer to the
+        training points' weights) or independent random draws. ``sample`` always draws
+        independent points.
     angle_threshold : float, default=10.0
         In **degrees**, in ``[0, 180]``. Two neighbouring cells ``j`` and ``k`` are merged for
         interpolation when the angle between their supporting planes (normals ``(y_j, -1)``
@@ -153,8 +162,9 @@ class OTNetSampler(BaseEstimator):
     >>> from skot.sampling import OTNetSampler
     >>> rng = np.random.default_rng(0)
     >>> X = np.vstack([rng.normal(-4, 0.5, (50, 2)), rng.normal(4, 0.5, (50, 2))])
-    >>> sampler = OTNetSampler(n_latent=5000, angle_threshold=10,
-    ...                        transport=OTNetTransport(height="vector"), random_state=0)
+    >>> transport = OTNetTransport(height="vector", learning_rate=1e-2, tol=0.02)
+    >>> sampler = OTNetSampler(n_latent=3000, angle_threshold=10, transport=transport,
+    ...                        random_state=0)
     >>> X_new = sampler.fit(X).sample(1000, random_state=0)
     >>> X_new.shape
     (1000, 2)
@@ -169,6 +179,7 @@ class OTNetSampler(BaseEstimator):
     _parameter_constraints: dict = {
         "source": [StrOptions({"uniform", "gaussian"})],
         "n_latent": [Interval(Integral, 2, None, closed="left")],
+        "latent_sampling": [StrOptions({"sobol", "random"})],
         "angle_threshold": [Interval(Real, 0, 180, closed="both")],
         "n_neighbors": [Interval(Integral, 1, None, closed="left")],
         "boundary_weight": [Interval(Real, 0, 0.5, closed="both")],
@@ -180,6 +191,7 @@ class OTNetSampler(BaseEstimator):
         self,
         source="uniform",
         n_latent=20000,
+        latent_sampling="sobol",
         angle_threshold=10.0,
         n_neighbors=1,
         boundary_weight=0.5,
@@ -188,6 +200,7 @@ class OTNetSampler(BaseEstimator):
     ):
         self.source = source
         self.n_latent = n_latent
+        self.latent_sampling = latent_sampling
         self.angle_threshold = angle_threshold
         self.n_neighbors = n_neighbors
         self.boundary_weight = boundary_weight
@@ -226,7 +239,10 @@ class OTNetSampler(BaseEstimator):
         transport = OTNetTransport() if self.transport is None else clone(self.transport)
         if "random_state" in transport.get_params() and transport.random_state is None:
             transport.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
-        Z = self._draw(rng, self.n_latent, X.shape[1])
+        if self.latent_sampling == "sobol":
+            Z = self._draw_sobol(rng, self.n_latent, X.shape[1])
+        else:
+            Z = self._draw(rng, self.n_latent, X.shape[1])
         # The transport sees the latent sample moved onto the data (same weighted mean, same
         # root-mean-square radius): an isotropic scaling and a translation of the source leave
         # the optimal map unchanged (the power cells move with it), and the solver's Voronoi
@@ -275,6 +291,13 @@ class OTNetSampler(BaseEstimator):
     def _place(self, Z) -> np.ndarray:
         """Latent coordinates to the transport's input space (see ``fit``)."""
         return self.latent_shift_ + self.latent_scale_ * Z
+
+    def _draw_sobol(self, rng, n, d) -> np.ndarray:
+        sobol = qmc.Sobol(d, scramble=True, seed=int(rng.randint(np.iinfo(np.int32).max)))
+        u = sobol.random_base2(max(1, math.ceil(math.log2(n))))[:n]
+        if self.source == "uniform":
+            return 2.0 * u - 1.0
+        return ndtri(np.clip(u, 1e-12, 1 - 1e-12))
 
     def _draw(self, rng, n, d) -> np.ndarray:
         if self.source == "uniform":
@@ -327,7 +350,8 @@ class OTNetSampler(BaseEstimator):
             Generated points (float64).
         indices : ndarray of shape (n_points, 1 + n_neighbors)
             Only with ``return_support``: rows of ``target_`` combined, the point's own cell
-            first, then its neighbouring cells by decreasing score.
+            first, then its neighbouring cells by decreasing score (``n_neighbors`` of them, at
+            most ``n_targets - 1``).
         weights : ndarray of shape (n_points, 1 + n_neighbors)
             Only with ``return_support``: non-negative weights summing to one (zero for
             neighbours that are not merged), ``X_new = sum_k weights_k target_[indices_k]``.

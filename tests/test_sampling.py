@@ -164,10 +164,28 @@ def test_determinism_by_seed(fitted, clusters):
     np.testing.assert_array_equal(again.sample(200, random_state=3), a)
 
 
+def test_sobol_latent_sample_balances_cells(clusters):
+    """The quasi-random latent sample gives cell masses closer to the weights on fresh draws."""
+    fresh = np.random.default_rng(7).uniform(-1, 1, size=(20000, 2))
+    errors = {}
+    for how in ("sobol", "random"):
+        sampler = OTNetSampler(
+            n_latent=3000, latent_sampling=how, transport=_transport(), random_state=0
+        ).fit(clusters)
+        Zp = sampler.latent_shift_ + sampler.latent_scale_ * fresh
+        masses = np.bincount(sampler.transport_.predict_index(Zp), minlength=len(clusters))
+        errors[how] = 0.5 * np.abs(masses / len(fresh) - 1 / len(clusters)).sum()
+    assert errors["sobol"] < errors["random"]
+
+
 def test_gaussian_source_and_sample_weight(clusters):
     weight = np.where(clusters[:, 0] < 0, 3.0, 1.0)
     sampler = OTNetSampler(
-        source="gaussian", n_latent=3000, transport=_transport(), random_state=0
+        source="gaussian",
+        n_latent=3000,
+        latent_sampling="random",
+        transport=_transport(),
+        random_state=0,
     ).fit(clusters, sample_weight=weight)
     X_new = sampler.sample(2000, random_state=0)
     assert abs((X_new[:, 0] < 0).mean() - 0.75) < 0.05
@@ -200,6 +218,8 @@ def test_errors(fitted, clusters):
         OTNetSampler(n_latent=10, transport=_transport()).fit(clusters)
     with pytest.raises(ValueError, match="angle_threshold"):
         OTNetSampler(angle_threshold=-1.0).fit(clusters)
+    with pytest.raises(ValueError, match="latent_sampling"):
+        OTNetSampler(latent_sampling="halton").fit(clusters)
     with pytest.raises(ValueError, match="source"):
         OTNetSampler(source="cauchy").fit(clusters)
     with pytest.raises(ValueError, match="boundary_weight"):
