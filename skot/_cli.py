@@ -297,13 +297,12 @@ def _sample_pixels(pixels: np.ndarray, size: int, rng: np.random.Generator) -> n
 
 
 def _fit(ot, X, Y, max_iter: int, progress: _Progress):
-    """Fit ``ot`` in chunks of steps (warm start) so that progress can be shown."""
+    """Fit ``ot`` in chunks of steps (warm start) so that progress can be shown.
+
+    Always in chunks, bar or no bar, so that ``--progress`` never changes the result.
+    """
     from sklearn.exceptions import ConvergenceWarning
 
-    if not progress.enabled:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return ot.set_params(max_iter=max_iter).fit(X, X_target=Y)
     chunk = max(1, min(50, max_iter // 20 or 1))
     ot.set_params(warm_start=True)
     done = 0
