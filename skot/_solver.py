@@ -36,6 +36,8 @@ __all__ = [
     "init_state",
     "make_optimizer",
     "marginal_error",
+    "noise_floor",
+    "default_block_elements",
     "power_assign",
     "run",
     "state_from_dict",
@@ -47,17 +49,22 @@ class DivergenceError(ValueError):
     """Training produced a non-finite energy or non-finite heights."""
 
 
-def _col_chunk(n_rows: int, n_cols: int, block_elements: int) -> int:
-    return max(1, min(n_cols, block_elements // max(n_rows, 1)))
+def default_block_elements(device: torch.device) -> int:
+    """Scores computed per block: small enough to stay in a CPU's L2 cache between the
+    product and the row max (measured 3-4x faster than 64 MB blocks for d = 2), large enough
+    to fill a GPU."""
+    return 2**24 if device.type == "cuda" else 2**18
 
 
-def _row_chunk(n_rows: int, block_elements: int) -> int:
-    # Keep at least a few thousand target columns per block when rows are many.
-    return max(1, min(n_rows, block_elements // 1024))
+def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, int]:
+    """Rows and target columns per block: up to 4096 columns, then as many rows as fit."""
+    cols = max(1, min(n_cols, 4096, block_elements))
+    rows = max(1, min(n_rows, block_elements // cols))
+    return rows, cols
 
 
 def power_assign(
-    X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int = 2**24
+    X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Return ``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``.
 
@@ -65,10 +72,10 @@ def power_assign(
     ``block_elements`` scores whatever the number of targets. Ties go to the lowest index.
     """
     n, m = X.shape[0], Y.shape[0]
+    block_elements = block_elements or default_block_elements(X.device)
     best_val = torch.empty(n, dtype=X.dtype, device=X.device)
     best_idx = torch.empty(n, dtype=torch.long, device=X.device)
-    rows = _row_chunk(n, block_elements)
-    cols = _col_chunk(rows, m, block_elements)
+    rows, cols = _block_shape(n, m, block_elements)
     for r0 in range(0, n, rows):
         xb = X[r0 : r0 + rows]
         val = idx = None
@@ -87,14 +94,14 @@ def power_assign(
 
 
 def _soft_pass(
-    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, epsilon: float, block_elements: int
+    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, epsilon: float, block_elements: int | None
 ) -> tuple[Tensor, Tensor]:
     """Entropic cell masses ``sum_i w_i softmax_j(s_ij / eps)`` and ``sum_i w_i lse_i``."""
     n, m = X.shape[0], Y.shape[0]
+    block_elements = block_elements or default_block_elements(X.device)
     masses = torch.zeros(m, dtype=X.dtype, device=X.device)
     total = X.new_zeros(())
-    rows = _row_chunk(n, block_elements)
-    cols = _col_chunk(rows, m, block_elements)
+    rows, cols = _block_shape(n, m, block_elements)
     for r0 in range(0, n, rows):
         xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
         # First pass: log-sum-exp per row with a running max; second pass: the soft counts.
@@ -117,7 +124,7 @@ def cell_masses(
     weights: Tensor | None = None,
     *,
     epsilon: float = 0.0,
-    block_elements: int = 2**24,
+    block_elements: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Mass of every power cell and the mean potential under a weighted sample.
 
@@ -137,7 +144,8 @@ def cell_masses(
     Returns
     -------
     masses : Tensor of shape (m,)
-        ``w_j = sum_i weights_i [x_i in cell j]`` (soft membership when ``epsilon > 0``).
+        ``w_j = sum_i weights_i [x_i in cell j]`` (float64), or the soft membership in the
+        dtype of ``X`` when ``epsilon > 0``.
     mean_potential : Tensor of shape ()
         ``sum_i weights_i u_h(x_i)``.
     """
@@ -147,8 +155,19 @@ def cell_masses(
     if epsilon > 0:
         return _soft_pass(X, weights, Y, h, epsilon, block_elements)
     val, idx = power_assign(X, Y, h, block_elements=block_elements)
-    masses = torch.bincount(idx, weights=weights, minlength=Y.shape[0]).to(X.dtype)
+    # float64 counts: the marginal error is compared with tolerances near float32 resolution.
+    masses = torch.bincount(idx, weights=weights.double(), minlength=Y.shape[0])
     return masses, (weights * val).sum()
+
+
+def noise_floor(target_weight: Tensor, batch_size: int) -> float:
+    """Expected marginal error of exact heights measured on a batch of ``batch_size`` samples.
+
+    Cell counts are binomial: ``E|w_j - nu_j| ~ sqrt(2 nu_j (1 - nu_j) / (pi B))``, so the
+    floor is ``1/2 sum_j`` of that (``0.5 sqrt(2 m / (pi B))`` for ``m`` uniform targets).
+    """
+    nu = target_weight.double()
+    return 0.5 * float(torch.sqrt(2 * nu * (1 - nu) / (math.pi * batch_size)).sum())
 
 
 def marginal_error(masses: Tensor, target_weight: Tensor) -> float:
@@ -211,7 +230,7 @@ class SolverConfig:
     eval_every: int | None = None
     n_iter_no_change: int = 3
     max_eval_samples: int = 1_000_000
-    block_elements: int = 2**24
+    block_elements: int | None = None
     min_lr_factor: float = 2.0**-10
     full_batch_patience: int = 10
 
@@ -412,10 +431,10 @@ def run(
         state.energies.append(energy)
         if full:
             # Exact masses of the current heights: this step is also an evaluation.
-            if _record(state, marginal_error(masses, nu), config, max_batch, start, callback):
+            if _record(state, nu, marginal_error(masses, nu), config, max_batch, start, callback):
                 break
         state.optimizer.zero_grad(set_to_none=True)
-        ((masses - nu) * h).sum().backward()
+        ((masses.to(h.dtype) - nu) * h).sum().backward()
         state.optimizer.step()
         _center_residual(state.model, nu)
         if full:
@@ -437,7 +456,7 @@ def run(
                 block_elements=config.block_elements,
             )
         good = copy.deepcopy(state.model.state_dict())
-        if _record(state, marginal_error(em, nu), config, max_batch, start, callback):
+        if _record(state, nu, marginal_error(em, nu), config, max_batch, start, callback):
             break
     _check_finite(state, good)
     return state
@@ -454,6 +473,7 @@ def _check_finite(state: SolverState, good: dict) -> None:
 
 def _record(
     state: SolverState,
+    nu: Tensor,
     error: float,
     config: SolverConfig,
     max_batch: int,
@@ -468,6 +488,15 @@ def _record(
     if error <= config.tol:
         state.converged = True
         return True
+    # A batch of size B cannot resolve errors below its own noise floor: grow it at once.
+    grown = False
+    while state.batch_size < max_batch and error < 2 * noise_floor(nu, state.batch_size):
+        state.batch_size = min(2 * state.batch_size, max_batch)
+        grown = True
+    if grown:
+        state.n_stall = 0
+        state.best_error = error
+        return False
     if error < state.best_error * 0.99:
         state.best_error = error
         state.n_stall = 0

@@ -410,7 +410,8 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self._finish(problem, config)
         if not self.converged_ and not one_pass:
             warnings.warn(
-                f"OTNetTransport stopped after {max_steps} iterations with marginal error "
+                f"OTNetTransport stopped after {self._state.step - steps_before} iterations "
+                f"with marginal error "
                 f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.",
                 ConvergenceWarning,
                 stacklevel=4,

@@ -34,13 +34,13 @@ def _power_problem(d, m, n, seed):
 @pytest.mark.parametrize(("d", "min_agreement"), [(2, 0.99), (8, 0.98)])
 def test_recovers_a_known_power_map(height, d, min_agreement, device):
     rng, X, Y, h, nu = _power_problem(d, m=100, n=20_000, seed=d)
-    ot = OTNetTransport(height=height, tol=2e-3, device=device, random_state=0, **SMALL_NET)
+    ot = OTNetTransport(height=height, tol=3e-3, device=device, random_state=0, **SMALL_NET)
     ot.fit(X, X_target=Y, target_weight=nu)
     fresh = rng.normal(size=(20_000, d))
     truth = Y[np.argmax(fresh @ Y.T + h, axis=1)]
     agreement = np.mean(np.all(ot.transform(fresh) == truth, axis=1))
     assert agreement >= min_agreement
-    assert ot.converged_ and ot.marginal_error_ <= 2e-3
+    assert ot.converged_ and ot.marginal_error_ <= 3e-3
 
 
 @pytest.mark.parametrize("height", HEIGHTS)
@@ -216,7 +216,7 @@ def test_verbose_prints_one_line_per_evaluation(rng, capsys):
 
 def test_divergence_raises_instead_of_returning_nan(rng):
     X = rng.normal(size=(500, 2))
-    ot = OTNetTransport(height="vector", height_learning_rate=1e38, random_state=0)
+    ot = OTNetTransport(height="vector", height_learning_rate=1e300, random_state=0)
     with pytest.raises(ValueError, match="diverged"):
         ot.fit(X, X_target=X[:20])
 
