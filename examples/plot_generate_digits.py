@@ -189,8 +189,9 @@ otnet.set_params(angle_threshold=THRESHOLD)
 # %%
 # Samples, decoded
 # ----------------
-# Four rows of ten per model. OT-Net's digits are sharp (they stay between neighbouring
-# training digits of the same mode); Gaussian mixture samples are blurrier.
+# Four rows of ten per model (the mixture's samples come grouped by component). OT-Net's
+# samples stay between neighbouring training digits of the same mode; the Gaussian mixture's
+# and the kernel density's samples are noisier, as their lower fidelity says.
 rows, cols = 4, 10
 panels = {
     "training digits (PCA reconstruction)": codes[: rows * cols],

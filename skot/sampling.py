@@ -127,8 +127,9 @@ class OTNetSampler(BaseEstimator):
     **Placement.** An isotropic scaling and a translation of the source do not change the
     optimal map (the power cells move with the points, the heights change accordingly), so the
     latent sample is handed to the transport moved onto the data, with the same mean and
-    root-mean-square radius: the solver's Voronoi start is then close to the solution.
-    ``heights_``, ``latent_barycenters_`` and the score gaps below are in latent coordinates.
+    root-mean-square radius: the solver then starts from a source and a target of the same
+    size, whatever the data's units. ``heights_``, ``latent_barycenters_`` and the score gaps
+    below are in latent coordinates.
 
     **Neighbours.** A latent point ``z`` lies in cell ``j`` (``transport_.predict_index``); its
     neighbouring cells are the ``n_neighbors`` cells ``k != j`` with the highest scores
@@ -245,8 +246,8 @@ class OTNetSampler(BaseEstimator):
             Z = self._draw(rng, self.n_latent, X.shape[1])
         # The transport sees the latent sample moved onto the data (same weighted mean, same
         # root-mean-square radius): an isotropic scaling and a translation of the source leave
-        # the optimal map unchanged (the power cells move with it), and the solver's Voronoi
-        # start is then close to the solution. Everything below is in latent coordinates.
+        # the optimal map unchanged (the power cells move with it), and the solver starts from
+        # a source and a target of the same size. Everything below is in latent coordinates.
         w = (
             np.full(X.shape[0], 1.0 / X.shape[0])
             if sample_weight is None
