@@ -36,6 +36,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from skot import OTNetTransport
 from skot.da import OTNetAdapter, ReverseValidationScorer
 
 FAST = os.environ.get("SKOT_FAST") == "1"
@@ -68,12 +69,21 @@ def make_data(shift, seed):
     return X, y, sd
 
 
+# An entropic OT-Net map (soft assignments, epsilon in the solver's standardised units).
+ENTROPIC = OTNetTransport(
+    height="vector", epsilon=0.1, height_learning_rate=0.03, tol=0.01, max_iter=2000, random_state=0
+)
+
+
 def methods():
     found = {
         "no adaptation": lambda: skada.make_da_pipeline(StandardScaler(), SVC()),
         "skot": lambda: skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), SVC()),
         "skot class-aware": lambda: skada.make_da_pipeline(
             StandardScaler(), OTNetAdapter(label_weight=1.0), SVC()
+        ),
+        "skot entropic": lambda: skada.make_da_pipeline(
+            StandardScaler(), OTNetAdapter(transport=ENTROPIC), SVC()
         ),
         "skada exact OT": lambda: skada.make_da_pipeline(
             StandardScaler(), skada.OTMappingAdapter(), SVC()
