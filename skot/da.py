@@ -24,7 +24,13 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.base import (
+    BaseEstimator,
+    OneToOneFeatureMixin,
+    TransformerMixin,
+    _fit_context,
+    clone,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
@@ -149,7 +155,7 @@ def _label_scale(Xs: np.ndarray) -> float:
     return spread if spread > 0 else 1.0
 
 
-class OTNetAdapter(TransformerMixin, BaseEstimator):
+class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Transport a labelled source domain onto an unlabelled target domain with OT-Net.
 
     The transformer of a ``scaler -> OTNetAdapter -> classifier`` pipeline. Fitting it needs

@@ -1,5 +1,6 @@
 """Tests of skot.da: pipelines with metadata routing, skada, label transfer, scorers."""
 
+import pickle
 import warnings
 
 import numpy as np
@@ -91,6 +92,19 @@ def test_float32_preserved():
     Xs, ys, Xt, _ = _shifted_problem()
     out = OTNetAdapter().fit_transform(Xs.astype(np.float32), ys, X_target=Xt)
     assert out.dtype == np.float32
+
+
+def test_pandas_output_clone_and_pickle():
+    pd = pytest.importorskip("pandas")
+    Xs, ys, Xt, _ = _shifted_problem()
+    frame = pd.DataFrame(Xs, columns=["a", "b"])
+    adapter = clone(OTNetAdapter()).set_output(transform="pandas")
+    moved = adapter.fit_transform(frame, ys, X_target=Xt)
+    assert list(moved.columns) == ["a", "b"]
+    np.testing.assert_allclose(moved.to_numpy(), adapter.X_source_transported_)
+    restored = pickle.loads(pickle.dumps(adapter))
+    new = frame.iloc[:4] + 0.05
+    np.testing.assert_allclose(restored.transform_source(new), adapter.transform_source(new))
 
 
 def test_pipeline_without_routing_uses_prefixed_params():
