@@ -142,8 +142,9 @@ class OTNetSampler(BaseEstimator):
     linearly to zero at the depth of the barycentre. With ``a_j = 1`` and
     ``a_k = t_k / (1 - t_k)`` for merged neighbours (``0`` otherwise), the generated point is
     ``sum_k a_k y_k / sum_k a_k``: with one merged neighbour exactly ``(1 - t_k) y_j + t_k y_k``.
-    The result is always a convex combination of ``y_j`` and of merged neighbours, so it stays
-    within their convex hull and never crosses a facet whose angle is at least the threshold.
+    The result is always a convex combination of ``y_j`` and of merged neighbours, each within
+    the threshold of ``y_j``, so it stays within their convex hull; a neighbour across a facet
+    whose angle reaches the threshold gets no weight.
     The barycentre ``b_j`` maps to ``y_j``, and with ``boundary_weight = 0.5`` both sides of a
     merged facet map to the midpoint ``(y_j + y_k) / 2`` (with one neighbour). A latent point
     keeps ``y_j`` with weight at least ``1 / (1 + n_neighbors)``, so the mass of every cell, and
