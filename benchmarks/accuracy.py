@@ -66,16 +66,21 @@ def run(quick: bool, fig_dir: Path) -> str:
     params = dict(SKOT_PARAMS)
     if quick:
         params.update(max_iter=10, hidden_layer_sizes=(8,))
-    methods = list(METHODS)
+    # Every method at the settings above, plus skot at a tighter tolerance: the default
+    # tol=1e-2 leaves 1% of the mass in wrong cells, which a discontinuous map pays in full.
+    methods = [(m, m, {}) for m in METHODS]
+    methods[3:3] = [(f"{m}, tol=1e-3", m, {"tol": 1e-3}) for m in ("skot-vector", "skot-network")]
     body = []
     verdicts = []
     for problem in _problems(quick):
         rows = []
         uvps = {}
-        for method in methods:
-            fitted = fit_method(method, problem.X_train, problem.X_target, skot_params=params)
+        for label, method, extra in methods:
+            fitted = fit_method(
+                method, problem.X_train, problem.X_target, skot_params={**params, **extra}
+            )
             metrics = evaluate(problem, fitted.transform(problem.X_test))
-            uvps[method] = metrics["uvp"]
+            uvps[label] = metrics["uvp"]
             note = ""
             if "n_iter" in fitted.info:
                 note = f"{fitted.info['n_iter']} steps, train TV {fitted.info['train_tv']:.4f}" + (
@@ -85,7 +90,7 @@ def run(quick: bool, fig_dir: Path) -> str:
                 note = f"reg_e {fitted.info['reg_e']:.3g}"
             rows.append(
                 [
-                    method,
+                    label,
                     metrics["uvp"],
                     metrics["cost_ratio"],
                     metrics["tv"],
@@ -93,7 +98,7 @@ def run(quick: bool, fig_dir: Path) -> str:
                     note,
                 ]
             )
-            print(f"  {problem.name} {method}: {rows[-1]}", flush=True)
+            print(f"  {problem.name} {label}: {rows[-1]}", flush=True)
         pts, _ = problem.target_points
         floor = 0.5 * math.sqrt(2 * pts.shape[0] / (math.pi * problem.X_test.shape[0]))
         body.append(
@@ -114,11 +119,13 @@ def run(quick: bool, fig_dir: Path) -> str:
             )
         )
         if problem.name.startswith("max-affine"):
-            best_skot = min(uvps[m] for m in methods if m.startswith("skot-"))
+            best_skot = min(v for k, v in uvps.items() if k.startswith("skot-"))
+            default_skot = min(v for k, v in uvps.items() if k in METHODS and k.startswith("skot"))
             pot = min(uvps["pot-emd"], uvps["pot-sinkhorn"])
             verdicts.append(
-                f"- {problem.name}: best skot L2-UVP {best_skot:.3g}% vs best POT "
-                f"{pot:.3g}%: {'met' if best_skot < pot else 'missed'}"
+                f"- {problem.name}: best POT {pot:.3g}%; skot at tol=1e-2 {default_skot:.3g}% "
+                f"({'met' if default_skot < pot else 'missed'}), best skot {best_skot:.3g}% "
+                f"({'met' if best_skot < pot else 'missed'})"
             )
     intro = (
         "Every method gets the same source samples and target cloud and is evaluated on "
@@ -127,7 +134,8 @@ def run(quick: bool, fig_dir: Path) -> str:
         "better: it comes with a wrong marginal); marginal TV is measured on the test points "
         "after snapping each image to its nearest target point. skot settings: "
         f"{', '.join(f'{k}={v}' for k, v in params.items())}, tol=1e-2 (on the training "
-        "sample), other parameters at their defaults, random_state=0. POT: "
+        "sample; rows marked tol=1e-3 use that instead), other parameters at their defaults, "
+        "random_state=0. POT: "
         "`ot.da.EMDTransport` (out-of-sample: nearest training point's displacement) and "
         "`ot.da.SinkhornTransport` (log-domain, continuous out-of-sample map) with reg_e = "
         "0.01 x the mean squared source-target distance.\n\n"
