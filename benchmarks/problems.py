@@ -46,6 +46,8 @@ class GroundTruth:
     X_test: np.ndarray
     T_test: np.ndarray
     reference: str
+    support: np.ndarray | None = None
+    weights: np.ndarray | None = None
 
     @property
     def target_variance(self) -> float:
@@ -54,7 +56,10 @@ class GroundTruth:
 
     @property
     def target_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """Distinct target points and their weights (frequencies in ``X_target``)."""
+        """Distinct target points and their weights (``support`` and ``weights`` when the
+        exact push-forward is known, else the frequencies in ``X_target``)."""
+        if self.support is not None and self.weights is not None:
+            return self.support, self.weights
         pts, counts = np.unique(self.X_target, axis=0, return_counts=True)
         return pts, counts / counts.sum()
 
@@ -108,13 +113,17 @@ def gaussian_to_gaussian(d: int, n: int, m: int, k: int, seed: int = 0) -> Groun
     )
 
 
-def max_affine(d: int, n_pieces: int, n: int, m: int, k: int, seed: int = 0) -> GroundTruth:
+def max_affine(
+    d: int, n_pieces: int, n: int, m: int, k: int, seed: int = 0, weight_samples: int = 0
+) -> GroundTruth:
     """Source ``N(0, I)``, map ``T = grad u`` with ``u(x) = max_k <a_k, x> + b_k``.
 
     ``T`` is piecewise constant and discontinuous: it sends each power cell of ``(a_k, b_k)`` to
     ``a_k``, and it is the optimal map onto ``T#mu`` because it is the gradient of a convex
     function (Brenier). The target cloud is ``T`` of ``m`` fresh source samples: the points
-    ``a_k`` repeated in proportion to their cells' masses.
+    ``a_k`` repeated in proportion to their cells' masses. With ``weight_samples > 0`` the
+    exact push-forward is also estimated from that many source draws (in chunks) and stored
+    as ``support`` / ``weights`` (pieces of zero mass dropped).
     """
     rng = np.random.default_rng(seed)
     a = 1.5 * rng.normal(size=(n_pieces, d))
@@ -125,6 +134,14 @@ def max_affine(d: int, n_pieces: int, n: int, m: int, k: int, seed: int = 0) -> 
 
     X_train, X_test = rng.normal(size=(n, d)), rng.normal(size=(k, d))
     X_target = T(rng.normal(size=(m, d)))
+    support = weights = None
+    if weight_samples > 0:
+        counts = np.zeros(n_pieces)
+        for start in range(0, weight_samples, 500_000):
+            Z = rng.normal(size=(min(500_000, weight_samples - start), d))
+            counts += np.bincount(np.argmax(Z @ a.T + b, axis=1), minlength=n_pieces)
+        keep = counts > 0
+        support, weights = a[keep], counts[keep] / counts.sum()
     return GroundTruth(
         f"max-affine gradient map, d={d}, {n_pieces} pieces",
         X_train,
@@ -132,6 +149,8 @@ def max_affine(d: int, n_pieces: int, n: int, m: int, k: int, seed: int = 0) -> 
         X_test,
         T(X_test),
         "exact (discontinuous) map",
+        support,
+        weights,
     )
 
 
