@@ -17,6 +17,7 @@ from pathlib import Path
 __all__ = [
     "REPO",
     "set_threads",
+    "skot_revision",
     "cpu_model",
     "gpu_name",
     "load_note",
@@ -85,6 +86,22 @@ def versions() -> dict[str, str]:
     return out
 
 
+def skot_revision() -> str:
+    """The repository's commit, flagged when ``skot/`` has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "skot"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown revision"
+    if not head:
+        return "unknown revision"
+    return f"skot at {head}" + (" with uncommitted changes in skot/" if dirty else "")
+
+
 def load_note() -> str:
     """The load average against the core count, flagging a shared machine."""
     try:
@@ -103,7 +120,10 @@ def section_header(title: str, quick: bool, seconds: float | None = None, load: 
     mode = "quick (tiny sizes, not meaningful)" if quick else "full"
     import torch
 
-    line = f"_Run {when}, mode {mode}, {machine_summary()}, {torch.get_num_threads()} torch threads"
+    line = (
+        f"_Run {when}, mode {mode}, {skot_revision()}, {machine_summary()}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
     if load:
         line += f"; at start: {load}"
     if seconds is not None:
