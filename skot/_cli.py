@@ -99,7 +99,7 @@ def _build_parser() -> _Parser:
         "-m",
         "--reference-size",
         type=_positive_int,
-        default=500,
+        default=300,
         help="reference pixels used as target colours (default: %(default)s)",
     )
     ct.add_argument(
