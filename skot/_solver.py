@@ -39,6 +39,7 @@ __all__ = [
     "noise_floor",
     "default_block_elements",
     "power_assign",
+    "restart_schedule",
     "run",
     "state_from_dict",
     "state_to_dict",
@@ -252,6 +253,7 @@ class SolverState:
     errors: list[tuple[int, float]] = field(default_factory=list)
     eval_source: Tensor | None = None
     eval_weight: Tensor | None = None
+    schedule: list[tuple[float, int, list[float]]] = field(default_factory=list)
 
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
@@ -282,6 +284,28 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam
     ]
     groups = [g for g in groups if g["params"]]
     return torch.optim.Adam(groups, fused=True)
+
+
+def restart_schedule(state: SolverState, config: SolverConfig, error: float) -> None:
+    """Resume the schedule for a changed problem whose current marginal error is ``error``.
+
+    The batch size and step sizes are taken from the first evaluation of the previous run
+    that had reached ``error``: a warm start close to the solution skips the coarse stage
+    instead of repeating it, and one far from it starts over. Parameters and Adam's moments
+    are kept.
+    """
+    point = next((entry for entry in state.schedule if entry[0] <= error), None)
+    if point is None:
+        batch, lrs = config.batch_size, [g["initial_lr"] for g in state.optimizer.param_groups]
+    else:
+        _, batch, lrs = point
+    for group, lr in zip(state.optimizer.param_groups, lrs, strict=False):
+        group["lr"] = lr
+    state.batch_size = batch
+    state.best_error = math.inf
+    state.n_stall = 0
+    state.eval_source = None
+    state.eval_weight = None
 
 
 def _evaluation_set(
@@ -345,6 +369,7 @@ def state_to_dict(state: SolverState) -> dict:
         },
         "energies": list(state.energies),
         "errors": list(state.errors),
+        "schedule": list(state.schedule),
         "eval_source": _to_device(state.eval_source, "cpu"),
         "eval_weight": _to_device(state.eval_weight, "cpu"),
     }
@@ -375,6 +400,7 @@ def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
         setattr(state, key, value)
     state.energies = list(snapshot["energies"])
     state.errors = list(snapshot["errors"])
+    state.schedule = list(snapshot.get("schedule", []))
     state.eval_source = _to_device(snapshot["eval_source"], device)
     state.eval_weight = _to_device(snapshot["eval_weight"], device)
     return state
@@ -483,6 +509,9 @@ def _record(
     """Log an evaluation, adapt the schedule, and return whether training has converged."""
     state.error = error
     state.errors.append((state.step, error))
+    state.schedule.append(
+        (error, state.batch_size, [g["lr"] for g in state.optimizer.param_groups])
+    )
     if callback is not None:
         callback(state, time.perf_counter() - start)
     if error <= config.tol:

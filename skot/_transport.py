@@ -398,6 +398,15 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self._change_target(Y, nu)
         problem = self._problem(X, mu)
         config = self._config()
+        if self.__dict__.pop("_restart_pending", False):
+            with torch.no_grad():
+                h = self._state.model(self._target_t)
+                masses, _ = _solver.cell_masses(
+                    problem.source, self._target_t, h, problem.source_weight
+                )
+            _solver.restart_schedule(
+                self._state, config, _solver.marginal_error(masses, self._nu_t)
+            )
         one_pass = max_steps is None
         if one_pass:
             max_steps = max(1, X.shape[0] // self.batch_size)
@@ -489,9 +498,10 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             values[kept] = residual.detach()[torch.as_tensor(src[src >= 0], device=self.device_)]
             model.residual = torch.nn.Parameter(values)
             self._state.optimizer = _solver.make_optimizer(model, self._config())
-        self._state.best_error = math.inf
-        self._state.n_stall = 0
+        # A new problem: restart the schedule (step sizes, batch growth) from the trained
+        # parameters. The batch regrows at once when the warm error is already small.
         self._set_target(Y, nu)
+        self._restart_pending = True
 
     def _to_tensor(self, A, device=None) -> torch.Tensor:
         """Standardise and move to the model's device."""

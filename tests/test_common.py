@@ -2,7 +2,7 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skot import OTNetTransport
+from skot import OTNetSampler, OTNetTransport
 
 
 @parametrize_with_checks(
@@ -11,6 +11,11 @@ from skot import OTNetTransport
         OTNetTransport(height="vector", random_state=0),
         OTNetTransport(height="residual", hidden_layer_sizes=(16,), random_state=0),
         OTNetTransport(epsilon=0.1, hidden_layer_sizes=(16,), random_state=0),
+        OTNetSampler(
+            n_latent=2000,
+            transport=OTNetTransport(height="vector", tol=0.05, max_iter=100),
+            random_state=0,
+        ),
     ]
 )
 def test_sklearn_compatible_estimator(estimator, check):

@@ -365,3 +365,35 @@ def test_no_warning_on_a_clean_fit(data):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         OTNetTransport(height="vector", random_state=0).fit(X, X_target=Y)
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "move", "reweight"])
+def test_warm_start_on_a_changed_target_gives_a_valid_map(change, rng):
+    X = rng.normal(size=(3000, 2))
+    Y = rng.uniform(-2, 2, size=(30, 2))
+    ot = OTNetTransport(height="residual", warm_start=True, random_state=0, **SMALL_NET)
+    ot.fit(X, X_target=Y)
+    residual = dict(
+        zip(map(tuple, ot.target_), ot.potential_.residual.detach().numpy(), strict=True)
+    )
+    nu = None
+    if change == "add":
+        Y2 = np.vstack([Y, rng.uniform(-2, 2, size=(3, 2))])
+    elif change == "remove":
+        Y2 = Y[:-3]
+    elif change == "move":
+        Y2 = Y + 0.05 * rng.normal(size=Y.shape)
+    else:
+        Y2, nu = Y, np.r_[np.full(15, 2.0), np.ones(15)]
+    if change in ("add", "remove"):  # persisting points start from their old residuals
+        probe = pickle.loads(pickle.dumps(ot))
+        weights = np.full(len(Y2), 1 / len(Y2))
+        probe._change_target(Y2, weights)
+        start = probe.potential_.residual.detach().numpy()
+        expected = [residual.get(tuple(y), 0.0) for y in Y2]
+        np.testing.assert_allclose(start, expected, rtol=1e-6)
+        assert np.count_nonzero(start) >= min(len(Y), len(Y2)) - 1
+    before = ot.n_iter_
+    ot.fit(X, X_target=Y2, target_weight=nu)
+    assert ot.n_iter_ > before and ot.converged_ and ot.marginal_error_ <= ot.tol
+    assert ot.target_.shape == (len(Y2), 2)
