@@ -180,15 +180,24 @@ def gaussian_offset(
     """
 
     def moments(Z, w):
-        Z = Z.double()
-        w = (
-            torch.full((Z.shape[0],), 1.0 / Z.shape[0], dtype=Z.dtype, device=Z.device)
-            if w is None
-            else w.double() / w.double().sum()
-        )
-        mean = w @ Z
-        C = (Z - mean).T @ ((Z - mean) * w[:, None])
-        return mean, C
+        # Accumulated in float64 over row chunks: no full-size float64 copy of the data.
+        n, d = Z.shape
+        total = torch.zeros((), dtype=torch.float64, device=Z.device)
+        first = torch.zeros(d, dtype=torch.float64, device=Z.device)
+        second = torch.zeros(d, d, dtype=torch.float64, device=Z.device)
+        rows = max(1, 2**20 // max(d, 1))
+        for r0 in range(0, n, rows):
+            Zc = Z[r0 : r0 + rows].double()
+            wc = (
+                torch.ones(Zc.shape[0], dtype=torch.float64, device=Z.device)
+                if w is None
+                else w[r0 : r0 + rows].double()
+            )
+            total += wc.sum()
+            first += wc @ Zc
+            second += Zc.T @ (Zc * wc[:, None])
+        mean = first / total
+        return mean, second / total - torch.outer(mean, mean)
 
     def sqrtm(C, inverse=False):
         vals, vecs = torch.linalg.eigh(C)

@@ -443,7 +443,9 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # and the optimiser then works in units where defaults make sense.
         w = np.full(X.shape[0], 1.0 / X.shape[0]) if mu is None else mu
         center = w @ X
-        spread = w @ ((X - center) ** 2).sum(axis=1) + nu @ ((Y - center) ** 2).sum(axis=1)
+        # E|x - c|^2 = E|x|^2 - |c|^2 (c is the source mean): no n x d temporary.
+        spread = w @ np.einsum("ij,ij->i", X, X) - center @ center
+        spread += nu @ ((Y - center) ** 2).sum(axis=1)
         scale = math.sqrt(spread / (2 * X.shape[1]))
         self._center = center.astype(np.float64)
         self._scale = scale if scale > 0 and math.isfinite(scale) else 1.0
@@ -504,9 +506,15 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._restart_pending = True
 
     def _to_tensor(self, A, device=None) -> torch.Tensor:
-        """Standardise and move to the model's device."""
-        A = (np.asarray(A, dtype=np.float64) - self._center) / self._scale
-        return torch.as_tensor(A, dtype=_DTYPE, device=device or self.device_)
+        """Standardise (in float64, row chunk by row chunk) into one float32 tensor on the
+        model's device: no full-size float64 temporary, whatever the number of rows."""
+        A = np.asarray(A)
+        out = torch.empty(A.shape, dtype=_DTYPE)
+        rows = max(1, 2**22 // max(A.shape[1], 1))
+        for r0 in range(0, A.shape[0], rows):
+            chunk = (A[r0 : r0 + rows].astype(np.float64) - self._center) / self._scale
+            out[r0 : r0 + rows] = torch.from_numpy(chunk)
+        return out.to(device or self.device_)
 
     def _problem(self, X, mu) -> _solver.Problem:
         return _solver.Problem(
@@ -532,7 +540,10 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
             masses = torch.bincount(idx, weights=w.double(), minlength=h.shape[0])
             sums = problem.source.new_zeros(h.shape[0], problem.source.shape[1])
-            sums.index_add_(0, idx, problem.source * w[:, None])
+            if problem.source_weight is None:
+                sums.index_add_(0, idx, problem.source).div_(problem.n_samples)
+            else:
+                sums.index_add_(0, idx, problem.source * w[:, None])
         h = h.double().cpu().numpy()
         masses = masses.double().cpu().numpy()
         sums = sums.double().cpu().numpy()
