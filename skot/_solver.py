@@ -422,10 +422,11 @@ def run(
     Each step draws a Monte Carlo batch, computes the cell masses under the current heights
     (no graph through the ``B x m`` scores) and back-propagates
     ``sum_j (w_j - nu_j) h_j(theta)``, whose gradient is exactly that of the energy. The
-    marginal error is measured every ``eval_every`` steps on a fixed evaluation set; when it
-    stops improving for ``n_iter_no_change`` evaluations the batch doubles (up to the whole
-    sample, where steps become exact) and, once the batch is at its cap, the learning rate
-    halves. ``callback(state, seconds)`` is called after each evaluation.
+    marginal error is measured every ``eval_every`` steps on a fixed evaluation set (every
+    step once the batch is the whole empirical sample: those steps are exact). The batch
+    doubles as soon as the error is within twice the batch's Monte Carlo noise floor, or after
+    ``n_iter_no_change`` evaluations without progress; at its cap, stalls halve the step sizes
+    instead. ``callback(state, seconds)`` is called after each evaluation.
     """
     Y, nu = problem.target, problem.target_weight
     eval_X, eval_w = _evaluation_set(state, problem, config)
@@ -448,11 +449,7 @@ def run(
             )
             energy = float(mean_u - (nu * h.detach()).sum())
         if not math.isfinite(energy):
-            state.model.load_state_dict(good)
-            raise DivergenceError(
-                f"training diverged at iteration {state.step} (non-finite energy); the last "
-                "finite state was kept. Lower learning_rate or rescale the data."
-            )
+            _diverged(state, good, "energy")
         state.step += 1
         state.energies.append(energy)
         if full:
@@ -490,11 +487,16 @@ def run(
 
 def _check_finite(state: SolverState, good: dict) -> None:
     if not _parameters_finite(state.model):
-        state.model.load_state_dict(good)
-        raise DivergenceError(
-            f"training diverged at iteration {state.step} (non-finite heights); the last "
-            "finite state was kept. Lower learning_rate or rescale the data."
-        )
+        _diverged(state, good, "heights")
+
+
+def _diverged(state: SolverState, good: dict, what: str) -> None:
+    """Restore the last finite state and raise."""
+    state.model.load_state_dict(good)
+    raise DivergenceError(
+        f"training diverged at iteration {state.step} (non-finite {what}); the last finite "
+        "state was kept. Lower learning_rate / height_learning_rate or rescale the data."
+    )
 
 
 def _record(

@@ -394,15 +394,18 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.device_ = device
             self._init_state(X, mu, Y, nu, device)
             self.n_iter_ = 0
-        if Y is not None and incremental:
-            self._change_target(Y, nu)
+        changed = incremental and Y is not None and self._change_target(Y, nu)
         problem = self._problem(X, mu)
         config = self._config()
-        if self.__dict__.pop("_restart_pending", False):
+        if changed:
             with torch.no_grad():
                 h = self._state.model(self._target_t)
                 masses, _ = _solver.cell_masses(
-                    problem.source, self._target_t, h, problem.source_weight
+                    problem.source,
+                    self._target_t,
+                    h,
+                    problem.source_weight,
+                    epsilon=config.epsilon,
                 )
             _solver.restart_schedule(
                 self._state, config, _solver.marginal_error(masses, self._nu_t)
@@ -481,15 +484,15 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self._target_t = self._to_tensor(Y)
         self._nu_t = torch.as_tensor(nu, dtype=_DTYPE, device=self.device_)
 
-    def _change_target(self, Y, nu):
-        """Start from the trained heights on a changed target.
+    def _change_target(self, Y, nu) -> bool:
+        """Start from the trained heights on a changed target; return whether it changed.
 
         The network part carries over as it is. Per-point residuals (vector and residual
         heights) are kept for points whose coordinates are unchanged; new points start with a
         zero residual, that is with the network's height (or the Voronoi height).
         """
         if np.array_equal(Y, self.target_) and np.array_equal(nu, self.target_weight_):
-            return
+            return False
         model = self._state.model
         residual = getattr(model, "residual", None)
         if residual is not None and not np.array_equal(Y, self.target_):
@@ -503,7 +506,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # A new problem: restart the schedule (step sizes, batch growth) from the trained
         # parameters. The batch regrows at once when the warm error is already small.
         self._set_target(Y, nu)
-        self._restart_pending = True
+        return True
 
     def _to_tensor(self, A, device=None) -> torch.Tensor:
         """Standardise (in float64, row chunk by row chunk) into one float32 tensor on the
