@@ -55,7 +55,8 @@ from skot import OTNetTransport
 from skot.sampling import OTNetSampler
 
 FAST = os.environ.get("SKOT_FAST") == "1"
-FIGURE_DIR = Path(os.environ.get("SKOT_FIGURE_DIR", "examples/figures"))
+_here = Path(globals().get("__file__", "examples/plot_generate_digits.py")).resolve().parent
+FIGURE_DIR = Path(os.environ.get("SKOT_FIGURE_DIR") or _here / "figures")
 FIGURE_DIR.mkdir(parents=True, exist_ok=True)
 
 N_COMPONENTS = 8 if FAST else 15
@@ -190,17 +191,20 @@ otnet.set_params(angle_threshold=THRESHOLD)
 # Samples, decoded
 # ----------------
 # Four rows of ten per model (the mixture's samples come grouped by component). OT-Net's
-# samples stay between neighbouring training digits of the same mode; the Gaussian mixture's
-# and the kernel density's samples are noisier, as their lower fidelity says.
+# samples stay between neighbouring training digits of the same mode: the panel under them
+# shows the nearest training digit of each, identical where the sample is a copy (a latent
+# point whose cell has no neighbour within the angle threshold), slightly different where it
+# is new. The Gaussian mixture's and the kernel density's samples are noisier, as their lower
+# fidelity says.
 rows, cols = 4, 10
+otnet_codes = otnet.set_params(angle_threshold=THRESHOLD).sample(rows * cols, random_state=0)
+nearest = codes[nn_codes.kneighbors(otnet_codes, n_neighbors=1)[1][:, 0]]
+is_copy = np.all(np.isclose(otnet_codes, nearest), axis=1)
 panels = {
     "training digits (PCA reconstruction)": codes[: rows * cols],
-    "OT-Net sampler, threshold 0 (copies)": otnet.set_params(angle_threshold=0.0).sample(
-        rows * cols, random_state=0
-    ),
-    f"OT-Net sampler, threshold {THRESHOLD:g} deg": otnet.set_params(
-        angle_threshold=THRESHOLD
-    ).sample(rows * cols, random_state=0),
+    f"OT-Net sampler, threshold {THRESHOLD:g} deg (the {is_copy.sum()} copies of training "
+    "digits framed)": otnet_codes,
+    "nearest training digit of each OT-Net sample above": nearest,
     f"GaussianMixture ({gmm.n_components} components)": gmm_sample(rows * cols, 0),
     f"KernelDensity (bandwidth {kde.bandwidth:.2f})": kde.sample(rows * cols, random_state=0),
 }
@@ -214,6 +218,12 @@ for ax, (title, z) in zip(axes, panels.items(), strict=True):
     ax.imshow(grid, cmap="binary", vmin=0, vmax=16, interpolation="nearest")
     ax.set_title(title)
     ax.set_axis_off()
+    if z is otnet_codes:
+        for r, c in zip(*np.nonzero(is_copy.reshape(rows, cols)), strict=True):
+            frame = plt.Rectangle(
+                (c * 9 - 0.5, r * 9 - 0.5), 8, 8, fill=False, ec="tab:red", lw=1.5
+            )
+            ax.add_patch(frame)
 fig.tight_layout()
 fig.savefig(FIGURE_DIR / "generate_digits_samples.png", dpi=80)
 
@@ -252,4 +262,3 @@ ax.set_ylabel("fidelity (mean classifier confidence)")
 ax.legend()
 fig.tight_layout()
 fig.savefig(FIGURE_DIR / "generate_digits_tradeoff.png", dpi=80)
-plt.show()
