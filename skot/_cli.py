@@ -82,7 +82,8 @@ def _build_parser() -> _Parser:
             "from a random sample of source pixels onto a random sample of reference pixels, "
             "then applied to every pixel of the source image. Formats: whatever Pillow reads "
             "and writes (PNG, JPEG, BMP, TIFF, WebP, ...), chosen by the file extension. An "
-            "alpha channel is dropped."
+            "alpha channel is dropped. The sampled source colours are spread uniformly over "
+            "their 8-bit bins, so that no colour is an atom the map cannot split."
         ),
     )
     ct.add_argument("source", metavar="SOURCE_IMAGE", help="image whose colours are changed")
@@ -340,6 +341,11 @@ def _color_transfer(args: argparse.Namespace) -> int:
     ref_pixels = reference.reshape(-1, 3).astype(np.float32) / 255.0
     X = _sample_pixels(pixels, args.sample_size, rng)
     Y = _sample_pixels(ref_pixels, args.reference_size, rng)
+    # 8-bit colours are bins of width 1/255, so many sampled pixels share one colour, and the
+    # hard map cannot split a colour between two cells: on china.jpg -> flower.jpg that left the
+    # marginal error stuck at 0.047. Spreading each sampled colour uniformly over its bin
+    # removes that floor; every pixel of the image is then mapped from its own colour.
+    X = X + rng.uniform(-0.5 / 255.0, 0.5 / 255.0, size=X.shape).astype(np.float32)
     if np.unique(Y, axis=0).shape[0] < 2:
         raise CLIError(
             f"REFERENCE_IMAGE '{args.reference}' has a single colour: there is nothing to transfer"
