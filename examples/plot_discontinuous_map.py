@@ -133,12 +133,12 @@ if pot is not None:
 # The images of the source, side by side. A sharp map puts all its mass on the two discs; the
 # entropic map smears a bridge of mass across the gap.
 fig, axes = plt.subplots(
-    1, len(rows), figsize=(4.2 * len(rows), 2.8), sharex=True, sharey=True, layout="constrained"
+    1, len(rows), figsize=(4.2 * len(rows), 2.3), sharex=True, sharey=True, layout="constrained"
 )
 axes = np.atleast_1d(axes)
 theta = np.linspace(0, 2 * np.pi, 200)
 for ax, (name, _, _, T) in zip(axes, rows, strict=True):
-    ax.scatter(T[:, 0], T[:, 1], s=3, alpha=0.3, c=X_test[:, 0], cmap="coolwarm")
+    ax.scatter(T[:, 0], T[:, 1], s=4, alpha=0.4, c=X_test[:, 0], cmap="coolwarm")
     for c in CENTERS:
         ax.plot(c[0] + RADIUS * np.cos(theta), c[1] + RADIUS * np.sin(theta), "k-", lw=0.8)
     ax.set_title(name, fontsize=9)
