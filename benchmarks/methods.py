@@ -24,11 +24,18 @@ class FittedMap:
     info: dict = field(default_factory=dict)
 
 
-def sinkhorn_reg(X: np.ndarray, Y: np.ndarray, relative: float) -> float:
-    """``relative`` times the mean squared distance between source and target points."""
+def sinkhorn_reg(
+    X: np.ndarray, Y: np.ndarray, relative: float, target_weight: np.ndarray | None = None
+) -> float:
+    """``relative`` times the mean squared distance between source and target points (the
+    target drawn with ``target_weight``, so a weighted cloud gives the same value as its
+    rows repeated in proportion)."""
     rng = np.random.default_rng(0)
     xs = X[rng.integers(X.shape[0], size=min(1000, X.shape[0]))]
-    ys = Y[rng.integers(Y.shape[0], size=min(1000, Y.shape[0]))]
+    if target_weight is None:
+        ys = Y[rng.integers(Y.shape[0], size=min(1000, Y.shape[0]))]
+    else:
+        ys = Y[rng.choice(Y.shape[0], size=1000, p=target_weight)]
     return relative * float(((xs[:, None, :] - ys[None, :, :]) ** 2).sum(-1).mean())
 
 
@@ -40,12 +47,15 @@ def fit_method(
     seed: int = 0,
     skot_params: dict | None = None,
     sinkhorn_relative: float = 0.01,
+    target_weight: np.ndarray | None = None,
 ) -> FittedMap:
-    """Fit ``method`` from source samples ``X`` onto target samples ``Y``.
+    """Fit ``method`` from source samples ``X`` onto target points ``Y``.
 
-    POT's classes map new points with their out-of-sample rules: ``EMDTransport`` moves a new
-    point by the barycentric displacement of its nearest training point, and
-    ``SinkhornTransport`` uses its continuous entropic map.
+    ``target_weight`` (summing to one) weights the rows of ``Y``; ``None`` means uniform.
+    POT's classes get it through their ``distribution_estimation`` hook (source uniform).
+    They map new points with their out-of-sample rules: ``EMDTransport`` moves a new point by
+    the barycentric displacement of its nearest training point, and ``SinkhornTransport``
+    uses its continuous entropic map.
     """
     if method == "identity":
         return FittedMap(method, lambda Z: Z, 0.0)
@@ -57,7 +67,7 @@ def fit_method(
         est = OTNetTransport(height=method[5:], random_state=seed, **params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est.fit(X, X_target=Y)
+            est.fit(X, X_target=Y, target_weight=target_weight)
         info = {
             "n_iter": est.n_iter_,
             "train_tv": est.marginal_error_,
@@ -66,12 +76,20 @@ def fit_method(
         return FittedMap(method, est.transform, time.perf_counter() - start, info)
     import ot
 
+    def weights_of(Z: np.ndarray) -> np.ndarray:
+        # POT calls this on the source and on the target array it was given.
+        if target_weight is not None and Z is Y:
+            return np.asarray(target_weight, dtype=np.float64)
+        return np.full(Z.shape[0], 1.0 / Z.shape[0])
+
     if method == "pot-emd":
-        est = ot.da.EMDTransport(max_iter=10**8)
+        est = ot.da.EMDTransport(max_iter=10**8, distribution_estimation=weights_of)
         info: dict = {}
     elif method == "pot-sinkhorn":
-        reg = sinkhorn_reg(X, Y, sinkhorn_relative)
-        est = ot.da.SinkhornTransport(reg_e=reg, max_iter=1000, tol=1e-6)
+        reg = sinkhorn_reg(X, Y, sinkhorn_relative, target_weight)
+        est = ot.da.SinkhornTransport(
+            reg_e=reg, max_iter=1000, tol=1e-6, distribution_estimation=weights_of
+        )
         info = {"reg_e": reg}
     else:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -31,13 +31,18 @@ class GroundTruth:
     X_train : ndarray of shape (n, d)
         Source samples given to every method.
     X_target : ndarray of shape (m, d)
-        Target samples given to every method (rows may repeat: a weighted cloud).
+        Target points given to every method (rows may repeat: a weighted cloud).
     X_test : ndarray of shape (k, d)
         Fresh source points the fitted maps are evaluated on.
     T_test : ndarray of shape (k, d)
         True images of ``X_test``.
     reference : str
         What ``T_test`` is (closed form, exact map, or exact OT of the test sample).
+    support, weights : ndarray, optional
+        The exact push-forward ``T#mu`` (distinct points and their masses) when known.
+    target_weight : ndarray of shape (m,), optional
+        Weights of the rows of ``X_target`` given to every method with them (``None``:
+        uniform, i.e. the frequencies of repeated rows).
     """
 
     name: str
@@ -48,6 +53,7 @@ class GroundTruth:
     reference: str
     support: np.ndarray | None = None
     weights: np.ndarray | None = None
+    target_weight: np.ndarray | None = None
 
     @property
     def target_variance(self) -> float:
@@ -114,7 +120,14 @@ def gaussian_to_gaussian(d: int, n: int, m: int, k: int, seed: int = 0) -> Groun
 
 
 def max_affine(
-    d: int, n_pieces: int, n: int, m: int, k: int, seed: int = 0, weight_samples: int = 0
+    d: int,
+    n_pieces: int,
+    n: int,
+    m: int,
+    k: int,
+    seed: int = 0,
+    weight_samples: int = 0,
+    weighted_target: bool = False,
 ) -> GroundTruth:
     """Source ``N(0, I)``, map ``T = grad u`` with ``u(x) = max_k <a_k, x> + b_k``.
 
@@ -124,7 +137,15 @@ def max_affine(
     ``a_k`` repeated in proportion to their cells' masses. With ``weight_samples > 0`` the
     exact push-forward is also estimated from that many source draws (in chunks) and stored
     as ``support`` / ``weights`` (pieces of zero mass dropped).
+
+    ``T`` is the optimal map onto the exact push-forward only: onto the ``m`` sampled points
+    (weights off by about ``sqrt(w (1 - w) / m)`` each) the optimal map moves the cell borders,
+    and every method is charged for that. ``weighted_target=True`` (with ``weight_samples``)
+    gives the methods the exact push-forward instead: ``X_target = support`` with
+    ``target_weight = weights``, a weighted point cloud whose optimal map is ``T``.
     """
+    if weighted_target and weight_samples <= 0:
+        raise ValueError("weighted_target=True needs weight_samples > 0")
     rng = np.random.default_rng(seed)
     a = 1.5 * rng.normal(size=(n_pieces, d))
     b = -0.5 * (a**2).sum(axis=1) + 0.3 * rng.normal(size=n_pieces)
@@ -134,7 +155,7 @@ def max_affine(
 
     X_train, X_test = rng.normal(size=(n, d)), rng.normal(size=(k, d))
     X_target = T(rng.normal(size=(m, d)))
-    support = weights = None
+    support = weights = target_weight = None
     if weight_samples > 0:
         counts = np.zeros(n_pieces)
         for start in range(0, weight_samples, 500_000):
@@ -142,6 +163,8 @@ def max_affine(
             counts += np.bincount(np.argmax(Z @ a.T + b, axis=1), minlength=n_pieces)
         keep = counts > 0
         support, weights = a[keep], counts[keep] / counts.sum()
+        if weighted_target:
+            X_target, target_weight = support, weights
     return GroundTruth(
         f"max-affine gradient map, d={d}, {n_pieces} pieces",
         X_train,
@@ -151,6 +174,7 @@ def max_affine(
         "exact (discontinuous) map",
         support,
         weights,
+        target_weight,
     )
 
 

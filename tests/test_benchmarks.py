@@ -19,6 +19,7 @@ from benchmarks.__main__ import main  # noqa: E402
 from benchmarks._util import md_table, run_isolated  # noqa: E402
 from benchmarks.accuracy import evaluate  # noqa: E402
 from benchmarks.error_study import fit_rate  # noqa: E402
+from benchmarks.methods import fit_method  # noqa: E402
 from benchmarks.problems import (  # noqa: E402
     gaussian_to_gaussian,
     gaussian_to_mixture,
@@ -111,6 +112,44 @@ def test_max_affine_ground_truth_maps_onto_weighted_target_points():
     assert len(pts) <= 6 and np.isclose(w.sum(), 1)
     # Every true image is one of the target points.
     assert np.abs(pts[nearest_index(p.T_test, pts)] - p.T_test).max() == 0
+
+
+def test_max_affine_weighted_target_is_the_exact_push_forward():
+    p = max_affine(2, 6, 100, 50, 4000, seed=1, weight_samples=200_000, weighted_target=True)
+    np.testing.assert_array_equal(p.X_target, p.support)
+    np.testing.assert_array_equal(p.target_weight, p.weights)
+    assert np.isclose(p.target_weight.sum(), 1) and (p.target_weight > 0).all()
+    # The test images follow the exact weights (test-sample noise only, 4000 points).
+    pts, w = p.target_points
+    counts = np.bincount(nearest_index(p.T_test, pts), minlength=len(pts)) / len(p.T_test)
+    assert 0.5 * np.abs(counts - w).sum() < 0.05
+    # Same source samples as the sampled-target version of the problem.
+    q = max_affine(2, 6, 100, 50, 4000, seed=1)
+    np.testing.assert_array_equal(p.X_train, q.X_train)
+    with pytest.raises(ValueError, match="weight_samples"):
+        max_affine(2, 6, 100, 50, 10, weighted_target=True)
+
+
+@pytest.mark.parametrize("method", ["pot-emd", "skot-vector"])
+def test_weighted_target_equals_repeated_rows(method):
+    rng = np.random.default_rng(0)
+    X, Z = rng.normal(size=(300, 2)), rng.normal(size=(200, 2))
+    Y = np.array([[-2.0, 0.0], [0.0, 1.5], [2.0, 0.0]])
+    w = np.array([0.2, 0.3, 0.5])
+    params = {"max_iter": 200, "tol": 1e-3}
+    weighted = fit_method(method, X, Y, target_weight=w, skot_params=params)
+    repeated = fit_method(method, X, np.repeat(Y, [2, 3, 5], axis=0), skot_params=params)
+    np.testing.assert_allclose(weighted.transform(Z), repeated.transform(Z), atol=1e-9)
+
+
+def test_sinkhorn_honours_target_weights():
+    rng = np.random.default_rng(0)
+    X, Z = rng.normal(size=(400, 2)), rng.normal(size=(2000, 2))
+    Y = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    w = np.array([0.2, 0.8])
+    mapped = fit_method("pot-sinkhorn", X, Y, target_weight=w).transform(Z)
+    share = np.bincount(nearest_index(mapped, Y), minlength=2) / len(Z)
+    np.testing.assert_allclose(share, w, atol=0.05)
 
 
 def test_metrics_are_zero_for_the_truth_and_large_for_the_identity():
