@@ -18,6 +18,8 @@ from skot import OTNetTransport
 from skot.da import (
     OTNetAdapter,
     ReverseValidationScorer,
+    _discreteness_floor,
+    _estimate_proportions,
     _temperature,
     label_proportions,
     transfer_labels,
@@ -209,6 +211,14 @@ def test_parameter_errors():
         OTNetAdapter(direction="backward").fit(Xs, ys, X_target=Xt)
     with pytest.raises(ValueError, match="needs the source labels"):
         OTNetAdapter(label_weight=1.0).fit(Xs, X_target=Xt)
+    with pytest.raises(InvalidParameterError, match="class_proportions"):
+        OTNetAdapter(class_proportions="target").fit(Xs, ys, X_target=Xt)
+    with pytest.raises(ValueError, match="class_proportions='estimate' needs the source labels"):
+        OTNetAdapter(class_proportions="estimate").fit(Xs, X_target=Xt)
+    with pytest.raises(ValueError, match=r"unknown keys \[2\], missing \[1\]"):
+        OTNetAdapter(class_proportions={0: 0.5, 2: 0.5}).fit(Xs, ys, X_target=Xt)
+    with pytest.raises(ValueError, match="finite and > 0"):
+        OTNetAdapter(class_proportions={0: 1.0, 1: 0.0}).fit(Xs, ys, X_target=Xt)
 
 
 # ------------------------------------------------------------------ skada convention
@@ -384,6 +394,84 @@ def test_class_aware_default_pseudo_labels():
     new = Xs[:3] + 1e-3
     expected = new + adapter.X_source_transported_[:3] - Xs[:3]
     np.testing.assert_allclose(adapter.transform_source(new), expected)
+
+
+# ------------------------------------------------------------------ class proportions
+def _label_shift_problem(target_share=0.2, scale=1.0, shift=(0.0, 0.0), seed=0):
+    """Two blobs, 60 + 60 source points; the target has ``target_share`` of class 1 and is
+    moved as a whole by ``x -> scale * x + shift``."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    ys = np.repeat([0, 1], 60)
+    Xs = centres[ys] + 0.6 * rng.normal(size=(120, 2))
+    n1 = int(round(120 * target_share))
+    yt = np.repeat([0, 1], [120 - n1, n1])
+    Xt = scale * (centres[yt] + 0.6 * rng.normal(size=(120, 2))) + shift
+    return Xs, ys, Xt, yt
+
+
+def test_discreteness_floor_with_weights():
+    # Equal weights: the same value whichever side carries them.
+    assert _discreteness_floor(200, 150, ("targets", np.ones(150))) == pytest.approx(1 / 6)
+    assert _discreteness_floor(200, 150, ("samples", np.ones(200))) == pytest.approx(1 / 6)
+    # 10 samples onto weights 0.25 / 0.75: counts 2.5 / 7.5 round to 2 / 8 (or 3 / 7).
+    assert _discreteness_floor(10, 2, ("targets", [0.25, 0.75])) == pytest.approx(0.05)
+    # Samples of weights 0.5, 0.3, 0.2 onto two cells: 0.5 | 0.5 packs exactly.
+    assert _discreteness_floor(3, 2, ("samples", [0.5, 0.3, 0.2])) == pytest.approx(0.0)
+
+
+def test_estimated_proportions_under_target_and_conditional_shift():
+    # Target shift (20% of class 1 instead of 50%) with the whole target moved and shrunk.
+    Xs, ys, Xt, _ = _label_shift_problem(0.2, scale=0.7, shift=(1.0, 2.0))
+    pi = _estimate_proportions(Xs, ys, Xt, 2)
+    assert pi.sum() == pytest.approx(1.0)
+    assert abs(pi[1] - 0.2) < 0.05
+    # Same proportions, the whole target moved and shrunk: the location-scale part keeps the
+    # estimate at one half (without it, shrinking reads as a change of proportions).
+    Xs, ys, Xt, _ = _label_shift_problem(0.5, scale=0.7, shift=(1.0, 2.0))
+    pi = _estimate_proportions(Xs, ys, Xt, 2)
+    assert abs(pi[1] - 0.5) < 0.05
+
+
+@pytest.mark.parametrize("direction", ["forward", "barycentric"])
+def test_estimated_proportions_keep_classes_apart(direction):
+    Xs, ys, Xt, yt = _label_shift_problem(0.2, shift=(3.0, 1.0))
+    plain = OTNetAdapter(direction=direction).fit(Xs, ys, X_target=Xt)
+    np.testing.assert_allclose(plain.class_proportions_, [0.5, 0.5])
+    knn = KNeighborsClassifier(n_neighbors=5)
+    plain_acc = knn.fit(plain.X_source_transported_, ys).score(Xt, yt)
+    adapter = OTNetAdapter(direction=direction, class_proportions="estimate")
+    adapter.fit(Xs, ys, X_target=Xt)
+    assert abs(adapter.class_proportions_[1] - 0.2) < 0.05
+    estimated_acc = knn.fit(adapter.X_source_transported_, ys).score(Xt, yt)
+    # Equal weights push 30% of the mass from class 1 into class 0's region.
+    assert plain_acc < 0.85
+    assert estimated_acc > 0.95
+
+
+def test_barycentric_images_of_empty_cells_are_transported():
+    # 40 source rows onto 10 target rows: at least 30 source cells are empty. Their rows
+    # must still move to the target (they used to keep their own position).
+    rng = np.random.default_rng(0)
+    Xs = rng.normal(size=(40, 2))
+    Xt = rng.normal(size=(10, 2)) + [10.0, 0.0]
+    adapter = OTNetAdapter(direction="barycentric").fit(Xs, X_target=Xt)
+    moved = adapter.X_source_transported_
+    assert moved[:, 0].min() >= Xt[:, 0].min() - 1e-4  # barycentres go through float32
+    # An empty cell's image is one target row; an occupied one a mean of target rows.
+    is_target_row = (np.abs(moved[:, None, :] - Xt[None, :, :]).max(axis=-1) < 1e-9).any(axis=1)
+    assert is_target_row.sum() >= 30
+
+
+def test_given_proportions_are_used():
+    Xs, ys, Xt, yt = _label_shift_problem(0.2, shift=(3.0, 1.0))
+    adapter = OTNetAdapter(direction="barycentric", class_proportions={0: 4.0, 1: 1.0})
+    adapter.fit(Xs, ys, X_target=Xt)
+    np.testing.assert_allclose(adapter.class_proportions_, [0.8, 0.2])
+    # Source rows of class 1 weigh 0.2 / 60 each: their cells hold a fifth of the target.
+    weights = adapter.transport_.target_weight_
+    assert weights[ys == 1].sum() == pytest.approx(0.2)
+    np.testing.assert_allclose(weights[ys == 1], 0.2 / 60)
 
 
 # ------------------------------------------------------------------ scorer
