@@ -22,6 +22,7 @@ __all__ = [
     "VectorHeights",
     "make_height_model",
     "gaussian_offset",
+    "interpolate_residuals",
     "typical_spacing",
 ]
 
@@ -242,6 +243,24 @@ def typical_spacing(
         best = torch.minimum(best, dist.min(dim=1).values)
     best = best[torch.isfinite(best) & (best > 0)]
     return float(best.median()) if best.numel() else 1.0
+
+
+def interpolate_residuals(Y_old: Tensor, residual: Tensor, Y_new: Tensor, k: int = 8) -> Tensor:
+    """Residuals of new target points: inverse-squared-distance mean over ``k`` nearest old ones.
+
+    A point's residual is its height's deviation from the smooth part of the model, and it
+    varies with the local arrangement of points: the nearest old points are the best guess.
+    Computed in chunks of new points (``O(chunk x m_old)`` memory).
+    """
+    out = torch.empty(Y_new.shape[0], dtype=residual.dtype, device=residual.device)
+    k = min(k, Y_old.shape[0])
+    chunk = max(1, 2**22 // max(Y_old.shape[0], 1))
+    for r0 in range(0, Y_new.shape[0], chunk):
+        dist, idx = torch.cdist(Y_new[r0 : r0 + chunk], Y_old).topk(k, dim=1, largest=False)
+        weight = 1.0 / dist.double().clamp_min(1e-12) ** 2
+        weight /= weight.sum(dim=1, keepdim=True)
+        out[r0 : r0 + chunk] = (weight * residual[idx].double()).sum(dim=1).to(out.dtype)
+    return out
 
 
 def make_height_model(

@@ -25,6 +25,15 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from . import _newton
+from ._kernels import (
+    cell_masses,
+    default_block_elements,
+    marginal_error,
+    noise_floor,
+    power_assign,
+    top_scores,
+)
 from ._potentials import HeightModel
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "default_block_elements",
     "power_assign",
     "restart_schedule",
+    "top_scores",
     "run",
     "state_from_dict",
     "state_to_dict",
@@ -48,132 +58,6 @@ __all__ = [
 
 class DivergenceError(ValueError):
     """Training produced a non-finite energy or non-finite heights."""
-
-
-def default_block_elements(device: torch.device) -> int:
-    """Scores computed per block: small enough to stay in a CPU's L2 cache between the
-    product and the row max (measured 3-4x faster than 64 MB blocks for d = 2), large enough
-    to fill a GPU."""
-    return 2**24 if device.type == "cuda" else 2**18
-
-
-def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, int]:
-    """Rows and target columns per block: up to 4096 columns, then as many rows as fit."""
-    cols = max(1, min(n_cols, 4096, block_elements))
-    rows = max(1, min(n_rows, block_elements // cols))
-    return rows, cols
-
-
-def power_assign(
-    X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Return ``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``.
-
-    Targets are processed in chunks with a running max: memory is bounded by
-    ``block_elements`` scores whatever the number of targets. Ties go to the lowest index.
-    """
-    n, m = X.shape[0], Y.shape[0]
-    block_elements = block_elements or default_block_elements(X.device)
-    best_val = torch.empty(n, dtype=X.dtype, device=X.device)
-    best_idx = torch.empty(n, dtype=torch.long, device=X.device)
-    rows, cols = _block_shape(n, m, block_elements)
-    for r0 in range(0, n, rows):
-        xb = X[r0 : r0 + rows]
-        val = idx = None
-        for c0 in range(0, m, cols):
-            scores = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T)
-            v, i = scores.max(dim=1)
-            if val is None:
-                val, idx = v, i
-            else:
-                better = v > val
-                val = torch.where(better, v, val)
-                idx = torch.where(better, i + c0, idx)
-        best_val[r0 : r0 + rows] = val
-        best_idx[r0 : r0 + rows] = idx
-    return best_val, best_idx
-
-
-def _soft_pass(
-    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, epsilon: float, block_elements: int | None
-) -> tuple[Tensor, Tensor]:
-    """Entropic cell masses ``sum_i w_i softmax_j(s_ij / eps)`` and ``sum_i w_i lse_i``."""
-    n, m = X.shape[0], Y.shape[0]
-    block_elements = block_elements or default_block_elements(X.device)
-    masses = torch.zeros(m, dtype=X.dtype, device=X.device)
-    total = X.new_zeros(())
-    rows, cols = _block_shape(n, m, block_elements)
-    for r0 in range(0, n, rows):
-        xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
-        # First pass: log-sum-exp per row with a running max; second pass: the soft counts.
-        lse = None
-        for c0 in range(0, m, cols):
-            s = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T) / epsilon
-            part = torch.logsumexp(s, dim=1)
-            lse = part if lse is None else torch.logaddexp(lse, part)
-        for c0 in range(0, m, cols):
-            s = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T) / epsilon
-            masses[c0 : c0 + cols] += torch.exp(s - lse[:, None]).T @ wb
-        total = total + (wb * lse).sum() * epsilon
-    return masses, total
-
-
-def cell_masses(
-    X: Tensor,
-    Y: Tensor,
-    h: Tensor,
-    weights: Tensor | None = None,
-    *,
-    epsilon: float = 0.0,
-    block_elements: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Mass of every power cell and the mean potential under a weighted sample.
-
-    Parameters
-    ----------
-    X : Tensor of shape (n, d)
-        Source points.
-    Y : Tensor of shape (m, d)
-        Target points.
-    h : Tensor of shape (m,)
-        Heights.
-    weights : Tensor of shape (n,), optional
-        Non-negative weights summing to one; uniform when omitted.
-    epsilon : float
-        Entropic smoothing. ``0`` gives hard cells.
-
-    Returns
-    -------
-    masses : Tensor of shape (m,)
-        ``w_j = sum_i weights_i [x_i in cell j]`` (float64), or the soft membership in the
-        dtype of ``X`` when ``epsilon > 0``.
-    mean_potential : Tensor of shape ()
-        ``sum_i weights_i u_h(x_i)``.
-    """
-    n = X.shape[0]
-    if weights is None:
-        weights = torch.full((n,), 1.0 / n, dtype=X.dtype, device=X.device)
-    if epsilon > 0:
-        return _soft_pass(X, weights, Y, h, epsilon, block_elements)
-    val, idx = power_assign(X, Y, h, block_elements=block_elements)
-    # float64 counts: the marginal error is compared with tolerances near float32 resolution.
-    masses = torch.bincount(idx, weights=weights.double(), minlength=Y.shape[0])
-    return masses, (weights * val).sum()
-
-
-def noise_floor(target_weight: Tensor, batch_size: int) -> float:
-    """Expected marginal error of exact heights measured on a batch of ``batch_size`` samples.
-
-    Cell counts are binomial: ``E|w_j - nu_j| ~ sqrt(2 nu_j (1 - nu_j) / (pi B))``, so the
-    floor is ``1/2 sum_j`` of that (``0.5 sqrt(2 m / (pi B))`` for ``m`` uniform targets).
-    """
-    nu = target_weight.double()
-    return 0.5 * float(torch.sqrt(2 * nu * (1 - nu) / (math.pi * batch_size)).sum())
-
-
-def marginal_error(masses: Tensor, target_weight: Tensor) -> float:
-    """Total variation ``1/2 sum_j |w_j - nu_j|`` between cell masses and target weights."""
-    return 0.5 * float((masses - target_weight).abs().sum())
 
 
 @dataclass
@@ -234,6 +118,7 @@ class SolverConfig:
     block_elements: int | None = None
     min_lr_factor: float = 2.0**-10
     full_batch_patience: int = 10
+    solver: str = "auto"
 
 
 @dataclass
@@ -253,7 +138,10 @@ class SolverState:
     errors: list[tuple[int, float]] = field(default_factory=list)
     eval_source: Tensor | None = None
     eval_weight: Tensor | None = None
-    schedule: list[tuple[float, int, list[float]]] = field(default_factory=list)
+    schedule: list[tuple] = field(default_factory=list)
+    temperature: float | None = None
+    damping: float = 1e-2
+    restarted: bool = False
 
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
@@ -289,16 +177,18 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam
 def restart_schedule(state: SolverState, config: SolverConfig, error: float) -> None:
     """Resume the schedule for a changed problem whose current marginal error is ``error``.
 
-    The batch size and step sizes are taken from the first evaluation of the previous run
-    that had reached ``error``: a warm start close to the solution skips the coarse stage
-    instead of repeating it, and one far from it starts over. Parameters and Adam's moments
-    are kept.
+    The batch size, step sizes and Newton temperature are taken from the first evaluation of
+    the previous run that had reached ``error``: a warm start close to the solution skips the
+    coarse stage instead of repeating it, and one far from it starts over. Parameters and
+    Adam's moments are kept.
     """
     point = next((entry for entry in state.schedule if entry[0] <= error), None)
     if point is None:
         batch, lrs = config.batch_size, [g["initial_lr"] for g in state.optimizer.param_groups]
+        temperature = None
     else:
-        _, batch, lrs = point
+        batch, lrs = point[1], point[2]
+        temperature = point[3] if len(point) > 3 else None
     for group, lr in zip(state.optimizer.param_groups, lrs, strict=False):
         group["lr"] = lr
     state.batch_size = batch
@@ -306,6 +196,9 @@ def restart_schedule(state: SolverState, config: SolverConfig, error: float) -> 
     state.n_stall = 0
     state.eval_source = None
     state.eval_weight = None
+    state.temperature = temperature
+    state.damping = 1e-2
+    state.restarted = True
 
 
 def _evaluation_set(
@@ -331,6 +224,87 @@ def _full_batch(state: SolverState, problem: Problem) -> bool:
 def _max_batch(problem: Problem, config: SolverConfig) -> int:
     cap = config.max_batch_size or config.max_eval_samples
     return problem.n_samples if problem.is_empirical else cap
+
+
+def _has_network(model: HeightModel) -> bool:
+    return any(name != "residual" for name, _ in model.named_parameters())
+
+
+def _uses_newton(model: HeightModel, problem: Problem, config: SolverConfig) -> bool:
+    """Whether steps over the whole sample are Newton steps on the free heights."""
+    return (
+        config.solver != "adam"
+        and hasattr(model, "residual")
+        and problem.is_empirical
+        and config.epsilon == 0
+    )
+
+
+def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
+    """Whether to skip the Monte Carlo stage and take Newton steps from the start.
+
+    Always with ``solver="newton"``. With ``"auto"``, when the whole sample is at most
+    ``max_eval_samples`` (each evaluation is a pass over it anyway) and either there is no
+    network for Monte Carlo steps to train, or the problem was just restarted (a warm start:
+    the network is trained already).
+    """
+    if not _uses_newton(state.model, problem, config):
+        return False
+    if config.solver == "newton":
+        return True
+    small = problem.n_samples <= config.max_eval_samples
+    return small and (state.restarted or not _has_network(state.model))
+
+
+def _source_weights(problem: Problem) -> Tensor:
+    X, w = problem.source, problem.source_weight
+    if w is None:
+        w = torch.full((X.shape[0],), 1.0 / X.shape[0], dtype=X.dtype, device=X.device)
+    return w
+
+
+@torch.no_grad()
+def _newton_pass(
+    state: SolverState, problem: Problem, current: _newton.Smoothed | None
+) -> _newton.Smoothed:
+    """The smoothed pass at the current heights (``current`` when already known)."""
+    if current is not None:
+        return current
+    X, Y = problem.source, problem.target
+    h = state.model(Y)
+    if state.temperature is None:
+        state.temperature = _newton.initial_temperature(X, Y, h)
+    return _newton.smoothed(
+        X, _source_weights(problem), Y, h, problem.target_weight, state.temperature
+    )
+
+
+@torch.no_grad()
+def _newton_update(
+    state: SolverState, problem: Problem, config: SolverConfig, current: _newton.Smoothed
+) -> _newton.Smoothed:
+    """One damped Newton step on the free heights; return the pass at the new heights.
+
+    The temperature drops fourfold once the smoothed marginals are within half the tolerance
+    while the hard ones are not, or when no damping gives a decrease (float resolution).
+    """
+    X, Y, nu = problem.source, problem.target, problem.target_weight
+    w = _source_weights(problem)
+    model = state.model
+    h = model(Y)
+    sharpen = marginal_error(current.soft, nu) <= 0.5 * config.tol
+    if sharpen and state.temperature > _newton.MIN_TEMPERATURE:
+        state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
+        current = _newton.smoothed(X, w, Y, h, nu, state.temperature)
+    d, nxt, state.damping = _newton.newton_step(
+        X, w, Y, nu, h, current, state.temperature, state.damping
+    )
+    if d is None:
+        state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
+        return _newton.smoothed(X, w, Y, h, nu, state.temperature)
+    model.residual += d.to(model.residual.dtype)
+    _center_residual(model, nu)  # a constant shift: the pass stays valid
+    return nxt
 
 
 def _center_residual(model: HeightModel, nu: Tensor) -> None:
@@ -365,7 +339,17 @@ def state_to_dict(state: SolverState) -> dict:
         },
         "scalars": {
             k: getattr(state, k)
-            for k in ("batch_size", "step", "best_error", "n_stall", "error", "converged")
+            for k in (
+                "batch_size",
+                "step",
+                "best_error",
+                "n_stall",
+                "error",
+                "converged",
+                "temperature",
+                "damping",
+                "restarted",
+            )
         },
         "energies": list(state.energies),
         "errors": list(state.errors),
@@ -435,8 +419,27 @@ def run(
     start = time.perf_counter()
     end_step = state.step + max_steps
     state.converged = False
+    newton = _uses_newton(state.model, problem, config)
+    if _starts_exact(state, problem, config):
+        state.batch_size = max(state.batch_size, problem.n_samples)
+    state.restarted = False
+    current = None  # the Newton pass at the current heights
+    last_exact_energy = math.inf
     while state.step < end_step:
         full = _full_batch(state, problem)
+        if full and newton:
+            # Like a full-batch Adam step: evaluate the current heights (exactly), then update.
+            current = _newton_pass(state, problem, current)
+            state.step += 1
+            state.energies.append(current.hard_energy)
+            if not math.isfinite(current.hard_energy):
+                _diverged(state, good, "energy")
+            if _record(
+                state, nu, marginal_error(current.hard, nu), config, max_batch, start, callback
+            ):
+                break
+            current = _newton_update(state, problem, config, current)
+            continue
         h = state.model(Y)
         with torch.no_grad():
             xb, wb = (
@@ -453,6 +456,10 @@ def run(
         state.step += 1
         state.energies.append(energy)
         if full:
+            # Exact energy: a rise means the step overshot, so halve the step sizes at once.
+            if energy > last_exact_energy:
+                _halve_step_sizes(state, config)
+            last_exact_energy = energy
             # Exact masses of the current heights: this step is also an evaluation.
             if _record(state, nu, marginal_error(masses, nu), config, max_batch, start, callback):
                 break
@@ -512,7 +519,12 @@ def _record(
     state.error = error
     state.errors.append((state.step, error))
     state.schedule.append(
-        (error, state.batch_size, [g["lr"] for g in state.optimizer.param_groups])
+        (
+            error,
+            state.batch_size,
+            [g["lr"] for g in state.optimizer.param_groups],
+            state.temperature,
+        )
     )
     if callback is not None:
         callback(state, time.perf_counter() - start)
@@ -544,6 +556,10 @@ def _record(
         if state.batch_size < max_batch:
             state.batch_size = min(2 * state.batch_size, max_batch)
         else:
-            for group in state.optimizer.param_groups:
-                group["lr"] = max(0.5 * group["lr"], config.min_lr_factor * group["initial_lr"])
+            _halve_step_sizes(state, config)
     return False
+
+
+def _halve_step_sizes(state: SolverState, config: SolverConfig) -> None:
+    for group in state.optimizer.param_groups:
+        group["lr"] = max(0.5 * group["lr"], config.min_lr_factor * group["initial_lr"])

@@ -6,6 +6,7 @@ NumPy <-> tensor conversion, the fitted attributes and pickling.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import warnings
@@ -20,7 +21,13 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _solver
-from ._potentials import HEIGHT_KINDS, gaussian_offset, make_height_model, typical_spacing
+from ._potentials import (
+    HEIGHT_KINDS,
+    gaussian_offset,
+    interpolate_residuals,
+    make_height_model,
+    typical_spacing,
+)
 
 __all__ = ["OTNetTransport"]
 
@@ -65,18 +72,33 @@ def _check_weights(weights, n: int, name: str) -> np.ndarray:
     return w / total
 
 
-def _merge_duplicates(Y: np.ndarray, nu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _merge_duplicates(
+    Y: np.ndarray, nu: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Merge identical target points (summing their weights): no power diagram can tell them
-    apart, so they would otherwise never reach their masses."""
+    apart, so they would otherwise never reach their masses. Also returns the row of ``Y``
+    each merged point comes from (its first occurrence), or ``None`` when nothing merged."""
     uniq, inverse = np.unique(Y, axis=0, return_inverse=True)
     if uniq.shape[0] == Y.shape[0]:
-        return Y, nu
+        return Y, nu, None
     # Keep the first-occurrence order of the points.
     first = np.full(uniq.shape[0], Y.shape[0])
     np.minimum.at(first, inverse.ravel(), np.arange(Y.shape[0]))
     order = np.argsort(first)
     merged = np.bincount(inverse.ravel(), weights=nu, minlength=uniq.shape[0])
-    return uniq[order], merged[order]
+    return uniq[order], merged[order], first[order]
+
+
+def _check_target_ids(ids, m: int) -> np.ndarray:
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != m:
+        raise ValueError(
+            f"target_ids must be 1-dimensional with one id per row of X_target ({m}), got "
+            f"shape {ids.shape}"
+        )
+    if np.unique(ids).shape[0] != m:
+        raise ValueError("target_ids must be unique")
+    return ids
 
 
 class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -105,6 +127,16 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Starting map. ``"gaussian"`` starts from the optimal affine map between Gaussians with
         the means and covariances of source and target (closed form), so that large shifts and
         scalings cost no iterations; ``"voronoi"`` starts from the nearest-target map.
+    solver : {"auto", "newton", "adam"}, default="auto"
+        How the heights are optimised. ``"adam"``: Adam steps on Monte Carlo batches that
+        grow to the whole sample (any ``height``). ``"newton"``: damped Newton steps on the
+        free per-point heights over the whole sample from the first step (``height`` in
+        ``{"vector", "residual"}``, ``epsilon=0``, ``bandwidth=0``); each step is one pass over
+        the sample plus a sparse linear solve, and a few tens of steps reach ``tol``.
+        ``"auto"``: Newton steps wherever they apply once the batch is the whole sample;
+        ``"vector"`` heights, and warm starts on a changed target, start there when the sample
+        has at most 10^6 points. ``partial_fit`` always takes Adam steps (its batches are parts
+        of a stream, not the whole sample).
     max_iter : int, default=2000
         Maximum number of optimisation steps per call to ``fit``.
     tol : float, default=1e-2
@@ -210,6 +242,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "hidden_layer_sizes": ["array-like"],
         "fourier_scale": [Interval(Real, 0, None, closed="left")],
         "init": [StrOptions({"gaussian", "voronoi"})],
+        "solver": [StrOptions({"auto", "newton", "adam"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -231,6 +264,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         hidden_layer_sizes=(256, 256),
         fourier_scale=0.2,
         init="gaussian",
+        solver="auto",
         max_iter=2000,
         tol=1e-2,
         batch_size=4096,
@@ -249,6 +283,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.fourier_scale = fourier_scale
         self.init = init
+        self.solver = solver
         self.max_iter = max_iter
         self.tol = tol
         self.batch_size = batch_size
@@ -265,7 +300,9 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None):
+    def fit(
+        self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None, target_ids=None
+    ):
         """Learn the transport map from the samples ``X`` onto ``X_target``.
 
         Parameters
@@ -282,6 +319,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         target_weight : array-like of shape (n_targets,), default=None
             Non-negative weights of the target points (uniform by default; with
             ``X_target=None``, ``sample_weight``).
+        target_ids : array-like of shape (n_targets,), default=None
+            Unique identifiers of the target points. On a warm start (``warm_start=True``)
+            onto a changed target, points with the same id as in the previous call keep their
+            trained per-point heights even if they moved; without ids on both calls, points
+            are matched by exact coordinates. Points without a match start from their
+            neighbours' heights.
 
         Returns
         -------
@@ -294,12 +337,15 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             X_target,
             sample_weight,
             target_weight,
+            target_ids,
             incremental=incremental,
             max_steps=self.max_iter,
         )
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None):
+    def partial_fit(
+        self, X, y=None, *, X_target=None, sample_weight=None, target_weight=None, target_ids=None
+    ):
         """Continue training on the source batch ``X``, never re-initialising.
 
         Takes ``max(1, n_samples // batch_size)`` optimisation steps (one pass over ``X``).
@@ -316,7 +362,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X_target : array-like of shape (n_targets, n_features), default=None
             Target points. Required on the first call unless ``X`` should map onto itself;
             ``None`` later keeps the current target.
-        sample_weight, target_weight : array-like, default=None
+        sample_weight, target_weight, target_ids : array-like, default=None
             As in :meth:`fit`.
 
         Returns
@@ -329,11 +375,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             X_target,
             sample_weight,
             target_weight,
+            target_ids,
             incremental=hasattr(self, "_state"),
             max_steps=None,
         )
 
-    def _validate_inputs(self, X, X_target, sample_weight, target_weight, reset):
+    def _validate_inputs(self, X, X_target, sample_weight, target_weight, target_ids, reset):
         X = validate_data(
             self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2
         )
@@ -367,8 +414,13 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 if target_weight is None
                 else _check_weights(target_weight, m, "target_weight")
             )
+        ids = None
+        if Y is not None and target_ids is not None:
+            ids = _check_target_ids(target_ids, Y.shape[0])
         if Y is not None:
-            Y, nu = _merge_duplicates(np.asarray(Y, dtype=np.float64), nu)
+            Y, nu, rows = _merge_duplicates(np.asarray(Y, dtype=np.float64), nu)
+            if ids is not None and rows is not None:
+                ids = ids[rows]
             if Y.shape[0] < 2:
                 raise ValueError(
                     "X_target must contain at least 2 distinct points (a single target point "
@@ -377,26 +429,35 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             keep = nu > 0
             if not keep.all():
                 Y, nu = Y[keep], nu[keep]
-        return X, mu, Y, nu
+                ids = None if ids is None else ids[keep]
+        return X, mu, Y, nu, ids
 
-    def _fit(self, X, X_target, sample_weight, target_weight, *, incremental, max_steps):
+    def _fit(
+        self, X, X_target, sample_weight, target_weight, target_ids, *, incremental, max_steps
+    ):
         """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``)."""
         if not incremental:
             for attr in ("_state", "target_"):
                 self.__dict__.pop(attr, None)
-        X, mu, Y, nu = self._validate_inputs(
-            X, X_target, sample_weight, target_weight, reset=not incremental
+        X, mu, Y, nu, ids = self._validate_inputs(
+            X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
         )
+        one_pass = max_steps is None
+        if self.solver == "newton" and not one_pass:
+            self._check_newton_applies()
         if incremental:
             device = self.device_
         else:
             device = resolve_device(self.device)
             self.device_ = device
-            self._init_state(X, mu, Y, nu, device)
+            self._init_state(X, mu, Y, nu, ids, device)
             self.n_iter_ = 0
-        changed = incremental and Y is not None and self._change_target(Y, nu)
+        changed = incremental and Y is not None and self._change_target(Y, nu, ids)
         problem = self._problem(X, mu)
         config = self._config()
+        if one_pass:
+            # A batch of a stream is not the whole sample: no exact (Newton) steps on it.
+            config = dataclasses.replace(config, solver="adam")
         if changed:
             with torch.no_grad():
                 h = self._state.model(self._target_t)
@@ -410,7 +471,6 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             _solver.restart_schedule(
                 self._state, config, _solver.marginal_error(masses, self._nu_t)
             )
-        one_pass = max_steps is None
         if one_pass:
             max_steps = max(1, X.shape[0] // self.batch_size)
         callback = self._report if self.verbose else None
@@ -439,9 +499,25 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             tol=self.tol,
             epsilon=self.epsilon,
             n_iter_no_change=self.n_iter_no_change,
+            solver=self.solver,
         )
 
-    def _init_state(self, X, mu, Y, nu, device):
+    def _check_newton_applies(self):
+        problems = []
+        if self.height == "network":
+            problems.append('height="network" has no free per-point heights')
+        if self.epsilon > 0:
+            problems.append("epsilon > 0")
+        if self.bandwidth > 0:
+            problems.append("bandwidth > 0")
+        if problems:
+            raise ValueError(
+                'solver="newton" needs free heights on the sample itself, but '
+                + ", ".join(problems)
+                + '; use solver="auto" or "adam".'
+            )
+
+    def _init_state(self, X, mu, Y, nu, ids, device):
         # One centre and one scale for source and target: the map is equivariant under them,
         # and the optimiser then works in units where defaults make sense.
         w = np.full(X.shape[0], 1.0 / X.shape[0]) if mu is None else mu
@@ -476,36 +552,51 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 model.offset_center.copy_(center)
                 model.offset_precision.copy_(precision)
         self._state = _solver.init_state(model.to(device), self._config(), generator)
-        self._set_target(Y, nu)
+        self._set_target(Y, nu, ids)
 
-    def _set_target(self, Y, nu):
+    def _set_target(self, Y, nu, ids=None):
         self.target_ = Y
         self.target_weight_ = nu
+        self._target_ids = ids
         self._target_t = self._to_tensor(Y)
         self._nu_t = torch.as_tensor(nu, dtype=_DTYPE, device=self.device_)
 
-    def _change_target(self, Y, nu) -> bool:
+    def _change_target(self, Y, nu, ids) -> bool:
         """Start from the trained heights on a changed target; return whether it changed.
 
         The network part carries over as it is. Per-point residuals (vector and residual
-        heights) are kept for points whose coordinates are unchanged; new points start with a
-        zero residual, that is with the network's height (or the Voronoi height).
+        heights) are kept for points matched to a previous point (by id when both calls gave
+        ``target_ids``, else by exact coordinates); the others start from an inverse-distance
+        average of their nearest previous points' residuals.
         """
-        if np.array_equal(Y, self.target_) and np.array_equal(nu, self.target_weight_):
+        same_points = np.array_equal(Y, self.target_)
+        if same_points and np.array_equal(nu, self.target_weight_):
+            self._target_ids = ids if ids is not None else self._target_ids
             return False
         model = self._state.model
         residual = getattr(model, "residual", None)
-        if residual is not None and not np.array_equal(Y, self.target_):
-            old = {row.tobytes(): i for i, row in enumerate(self.target_)}
-            src = np.array([old.get(row.tobytes(), -1) for row in Y])
-            kept = torch.as_tensor(src >= 0, device=self.device_)
-            values = torch.zeros(Y.shape[0], dtype=_DTYPE, device=self.device_)
-            values[kept] = residual.detach()[torch.as_tensor(src[src >= 0], device=self.device_)]
-            model.residual = torch.nn.Parameter(values)
+        if residual is not None and not same_points:
+            if ids is not None and self._target_ids is not None:
+                old = {key: i for i, key in enumerate(self._target_ids.tolist())}
+                keys = ids.tolist()
+            else:
+                old = {row.tobytes(): i for i, row in enumerate(self.target_)}
+                keys = [row.tobytes() for row in Y]
+            src = np.array([old.get(key, -1) for key in keys])
+            matched = src >= 0
+            values = interpolate_residuals(
+                self._target_t, residual.detach(), self._to_tensor(Y[~matched])
+            )
+            new = torch.empty(Y.shape[0], dtype=_DTYPE, device=self.device_)
+            new[torch.as_tensor(~matched, device=self.device_)] = values
+            new[torch.as_tensor(matched, device=self.device_)] = residual.detach()[
+                torch.as_tensor(src[matched], device=self.device_)
+            ]
+            model.residual = torch.nn.Parameter(new)
             self._state.optimizer = _solver.make_optimizer(model, self._config())
         # A new problem: restart the schedule (step sizes, batch growth) from the trained
         # parameters. The batch regrows at once when the warm error is already small.
-        self._set_target(Y, nu)
+        self._set_target(Y, nu, ids)
         return True
 
     def _to_tensor(self, A, device=None) -> torch.Tensor:
@@ -720,7 +811,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.device_ = device
         self._state = _solver.state_from_dict(snapshot, device)
         self.potential_ = self._state.model
-        self._set_target(self.target_, self.target_weight_)
+        self._set_target(self.target_, self.target_weight_, self.__dict__.get("_target_ids"))
         with torch.no_grad():
             h = self._state.model(self._target_t)
         self._heights_t = h

@@ -124,15 +124,26 @@ def _problem(device, n=3000, m=40, seed=0):
     return _solver.Problem(source=X, target=Y, target_weight=nu)
 
 
-@pytest.mark.parametrize("kind", ["vector", "network", "residual"])
-def test_run_converges_and_resumes(device, kind):
+@pytest.mark.parametrize(
+    ("kind", "solver"),
+    [
+        ("vector", "adam"),
+        ("network", "adam"),
+        ("residual", "adam"),
+        ("vector", "auto"),
+        ("residual", "newton"),
+    ],
+)
+def test_run_converges_and_resumes(device, kind, solver):
     problem = _problem(device)
     g = torch.Generator().manual_seed(0)
     model = make_height_model(kind, 2, 40, (32, 32), frequency=0.5, generator=g).to(device)
-    config = _solver.SolverConfig(batch_size=512, tol=1e-2)
+    config = _solver.SolverConfig(batch_size=512, tol=1e-2, solver=solver)
     state = _solver.init_state(model, config, torch.Generator(device=device).manual_seed(0))
-    _solver.run(state, problem, config, max_steps=30)
-    assert state.step == 30 and not state.converged
+    first = 30 if solver == "adam" else 2
+    _solver.run(state, problem, config, max_steps=first)
+    assert state.step == first and not state.converged
+    assert (state.temperature is not None) == (solver != "adam")
     before = state.errors[-1][1]
     _solver.run(state, problem, config, max_steps=3000)  # resumes, never re-initialises
     assert state.converged and state.error <= 1e-2 < before
@@ -163,7 +174,7 @@ def test_state_round_trip_preserves_training(device):
 def test_divergence_keeps_last_finite_state():
     problem = _problem("cpu", n=500, m=10)
     model = make_height_model("vector", 2, 10)
-    config = _solver.SolverConfig(batch_size=100, tol=0.0, eval_every=5)
+    config = _solver.SolverConfig(batch_size=100, tol=0.0, eval_every=5, solver="adam")
     state = _solver.init_state(model, config, torch.Generator().manual_seed(0))
     _solver.run(state, problem, config, max_steps=5)
     for group in state.optimizer.param_groups:

@@ -1,0 +1,155 @@
+"""Damped Newton steps for free heights on an empirical source (pure torch).
+
+Close to the solution, first-order steps on the piecewise-linear energy oscillate between
+neighbouring cells: one sample changes cell, then back. Here the energy is smoothed by a
+log-sum-exp at temperature ``eps``,
+
+    E_eps(h) = eps sum_i w_i log sum_j exp((<x_i, y_j> + h_j) / eps) - sum_j nu_j h_j,
+
+whose gradient is (soft cell masses) - nu and whose Hessian is
+``(1/eps) sum_i w_i (diag p_i - p_i p_i^T)``, ``p_i`` the softmax of sample ``i``'s scores.
+Each sample keeps only its ``k`` best targets, so the Hessian is ``n k``-sparse and a
+Levenberg-Marquardt step costs one pass over the sample (the scores) plus a few
+conjugate-gradient iterations on sparse products. ``eps`` starts at the median gap between a
+sample's best and second-best score and is divided by 4 whenever the smoothed marginals are
+within half the tolerance, until the hard marginals (the actual map) are within it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ._kernels import top_scores
+
+__all__ = ["Smoothed", "initial_temperature", "smoothed", "newton_direction", "newton_step"]
+
+#: Smallest temperature (standardised units): float32 scores resolve about 1e-7 of their size.
+MIN_TEMPERATURE = 1e-6
+#: Targets kept per sample; beyond the 8th best a sample's soft weight is negligible once
+#: ``eps`` is below the gaps that matter.
+TOP_K = 8
+
+
+@dataclass
+class Smoothed:
+    """One pass over the sample at fixed heights."""
+
+    energy: float  # smoothed energy E_eps(h)
+    hard_energy: float  # E(h), the energy of the hard map
+    soft: Tensor  # (m,) float64 smoothed cell masses
+    hard: Tensor  # (m,) float64 hard cell masses
+    prob: Tensor  # (n, k) float64 softmax over each sample's k best targets
+    index: Tensor  # (n, k) their indices
+
+
+def initial_temperature(X: Tensor, Y: Tensor, h: Tensor) -> float:
+    """Median gap between each sample's best and second-best score."""
+    vals, _ = top_scores(X, Y, h, 2)
+    return max(float((vals[:, 0] - vals[:, 1]).median()), MIN_TEMPERATURE)
+
+
+def smoothed(
+    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, eps: float, k: int = TOP_K
+) -> Smoothed:
+    """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``)."""
+    vals, idx = top_scores(X, Y, h, k)
+    z = vals.double() / eps
+    lse = torch.logsumexp(z, dim=1)
+    prob = torch.exp(z - lse[:, None])
+    m = Y.shape[0]
+    w64 = w.double()
+    soft = torch.zeros(m, dtype=torch.float64, device=X.device)
+    soft.index_add_(0, idx.reshape(-1), (w64[:, None] * prob).reshape(-1))
+    hard = torch.zeros(m, dtype=torch.float64, device=X.device).index_add_(0, idx[:, 0], w64)
+    nu_h = float(nu.double() @ h.double())
+    energy = eps * float(w64 @ lse) - nu_h
+    hard_energy = float(w64 @ vals[:, 0].double()) - nu_h
+    return Smoothed(energy, hard_energy, soft, hard, prob, idx)
+
+
+def newton_direction(
+    s: Smoothed,
+    w: Tensor,
+    nu: Tensor,
+    eps: float,
+    damping: float,
+    *,
+    max_iter: int = 50,
+    rtol: float = 1e-3,
+) -> Tensor:
+    """Solve ``(H + damping D) d = nu - soft`` by Jacobi-preconditioned conjugate gradients.
+
+    ``D`` is the Hessian's diagonal floored at its mean: cells that few samples touch (a
+    new point's empty cell) get a bounded step instead of one that floods them.
+    """
+    m = nu.shape[0]
+    wp = w.double()[:, None] * s.prob / eps
+    flat = s.index.reshape(-1)
+    diag = torch.zeros(m, dtype=torch.float64, device=w.device).index_add_(0, flat, wp.reshape(-1))
+    shift = damping * diag.clamp_min(float(diag.mean()))
+
+    def hessian_times(v: Tensor) -> Tensor:
+        vv = v[s.index]
+        centred = vv - (s.prob * vv).sum(1, keepdim=True)
+        out = torch.zeros(m, dtype=torch.float64, device=w.device)
+        return out.index_add_(0, flat, (wp * centred).reshape(-1)) + shift * v
+
+    b = nu.double() - s.soft
+    inv_diag = 1.0 / (diag + shift)
+    x = torch.zeros_like(b)
+    r = b.clone()
+    z = inv_diag * r
+    p = z.clone()
+    rz = float(r @ z)
+    stop = rtol * float(b.norm())
+    for _ in range(max_iter):
+        Ap = hessian_times(p)
+        alpha = rz / float(p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        if float(r.norm()) <= stop:
+            break
+        z = inv_diag * r
+        rz, rz_old = float(r @ z), rz
+        p = z + (rz / rz_old) * p
+    return x
+
+
+def newton_step(
+    X: Tensor,
+    w: Tensor,
+    Y: Tensor,
+    nu: Tensor,
+    h: Tensor,
+    current: Smoothed,
+    eps: float,
+    damping: float,
+    *,
+    max_tries: int = 8,
+) -> tuple[Tensor | None, Smoothed, float]:
+    """One damped Newton step from ``h`` (whose pass is ``current``).
+
+    A step is accepted when it decreases the smoothed energy enough (Armijo) and also the
+    smoothed marginal error: a step that empties or floods cells far from where the quadratic
+    model holds is refused even if the energy went down. Returns ``(d, pass at h + d,
+    damping)``, or ``(None, current, damping)`` when ``max_tries`` dampings failed. The
+    damping shrinks after a success and grows fourfold after each failure.
+    """
+    g = current.soft - nu.double()
+    error = float(g.abs().sum())
+    # Allowance for float32 scores: energy differences below it are rounding, not ascent.
+    noise = 1e-7 * (abs(current.energy) + 1.0)
+    for _ in range(max_tries):
+        d = newton_direction(current, w, nu, eps, damping)
+        if not bool(torch.isfinite(d).all()):
+            damping *= 4
+            continue
+        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, current.prob.shape[1])
+        decrease = trial.energy <= current.energy + 1e-4 * float(g @ d) + noise
+        if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
+            return d, trial, max(damping / 3, 1e-6)
+        damping *= 4
+    return None, current, damping
