@@ -1,0 +1,166 @@
+"""Reuse: Newton and Adam solvers, warm starts on changed targets, streaming partial_fit."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from skot import OTNetTransport
+from skot._potentials import interpolate_residuals
+
+SMALL_NET = {"hidden_layer_sizes": (32, 32)}
+
+
+def _data(seed=0, n=3000, m=30, d=2):
+    rng = np.random.default_rng(seed)
+    return rng, rng.normal(size=(n, d)), rng.uniform(-2, 2, size=(m, d))
+
+
+# ----------------------------------------------------------------- solvers
+@pytest.mark.parametrize("height", ["vector", "residual"])
+def test_newton_and_adam_reach_the_same_map(height):
+    rng, X, Y = _data()
+    params = {"height": height, "random_state": 0, "tol": 2e-3, **SMALL_NET}
+    newton = OTNetTransport(solver="newton", **params).fit(X, X_target=Y)
+    adam = OTNetTransport(solver="adam", max_iter=3000, **params).fit(X, X_target=Y)
+    assert newton.converged_ and adam.converged_
+    assert newton.n_iter_ < adam.n_iter_
+    X_new = rng.normal(size=(5000, 2))
+    agreement = np.mean(newton.predict_index(X_new) == adam.predict_index(X_new))
+    assert agreement >= 0.97
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"height": "network"}, "no free per-point heights"),
+        ({"height": "vector", "epsilon": 0.1}, "epsilon > 0"),
+        ({"height": "residual", "bandwidth": 0.1}, "bandwidth > 0"),
+    ],
+)
+def test_newton_refuses_what_it_cannot_solve(params, match):
+    _, X, Y = _data()
+    with pytest.raises(ValueError, match=match):
+        OTNetTransport(solver="newton", **params).fit(X, X_target=Y)
+
+
+def test_partial_fit_takes_monte_carlo_steps_only():
+    _, X, Y = _data()
+    ot = OTNetTransport(height="vector", solver="auto", batch_size=4096, random_state=0)
+    ot.partial_fit(X[:1000], X_target=Y)  # the batch covers the chunk: still not Newton
+    assert ot._state.temperature is None
+    ot.fit(X, X_target=Y)
+    assert ot._state.temperature is not None
+
+
+# ------------------------------------------------------------- warm starts
+@pytest.mark.parametrize("height", ["vector", "network", "residual"])
+def test_warm_start_on_the_same_target_keeps_the_map(height):
+    rng, X, Y = _data()
+    ot = OTNetTransport(height=height, random_state=0, warm_start=True, **SMALL_NET)
+    ot.fit(X, X_target=Y)
+    assert ot.converged_
+    X_new = rng.normal(size=(2000, 2))
+    before, steps = ot.predict_index(X_new), ot.n_iter_
+    ot.fit(X, X_target=Y)
+    assert ot.n_iter_ == steps + 1 and ot.converged_  # one evaluation, no update
+    np.testing.assert_array_equal(ot.predict_index(X_new), before)
+
+
+def test_target_ids_keep_residuals_of_moved_points():
+    rng, X, Y = _data()
+    ot = OTNetTransport(height="residual", random_state=0, warm_start=True, **SMALL_NET)
+    ids = np.arange(100, 130)
+    ot.fit(X, X_target=Y, target_ids=ids)
+    old = ot.potential_.residual.detach().numpy().copy()
+    Y2 = Y + 0.05 * rng.normal(size=Y.shape)
+    nu = np.full(30, 1 / 30)
+    by_id = pickle.loads(pickle.dumps(ot))
+    by_id._change_target(Y2, nu, ids)
+    np.testing.assert_allclose(by_id.potential_.residual.detach().numpy(), old, rtol=1e-6)
+    # Shuffled rows with their ids: each point keeps its own residual.
+    perm = rng.permutation(30)
+    shuffled = pickle.loads(pickle.dumps(ot))
+    shuffled._change_target(Y2[perm], nu, ids[perm])
+    np.testing.assert_allclose(shuffled.potential_.residual.detach().numpy(), old[perm], rtol=1e-6)
+    # Without ids the moved points are new: they get their neighbours' residuals instead.
+    by_coords = pickle.loads(pickle.dumps(ot))
+    by_coords._change_target(Y2, nu, None)
+    assert not np.allclose(by_coords.potential_.residual.detach().numpy(), old)
+
+
+@pytest.mark.parametrize("height", ["vector", "residual", "network"])
+@pytest.mark.parametrize("change", ["new points", "drift by id", "reweight", "reseed"])
+def test_every_kind_of_target_change_converges_warm(height, change):
+    rng, X, Y = _data(n=4000, m=40)
+    ids = np.arange(40)
+    ot = OTNetTransport(height=height, random_state=0, warm_start=True, **SMALL_NET)
+    ot.fit(X, X_target=Y, target_ids=ids)
+    nu, ids2 = None, None
+    if change == "new points":
+        Y2 = np.vstack([Y[4:], rng.uniform(-2, 2, size=(4, 2))])
+    elif change == "drift by id":
+        Y2, ids2 = Y + 0.05 * rng.normal(size=Y.shape), ids
+    elif change == "reweight":
+        Y2, nu = Y, rng.uniform(0.5, 1.5, size=40)
+    else:
+        Y2 = rng.uniform(-2, 2, size=Y.shape)
+    before = ot.n_iter_
+    ot.fit(X, X_target=Y2, target_weight=nu, target_ids=ids2)
+    assert ot.converged_ and ot.marginal_error_ <= ot.tol and ot.n_iter_ > before
+    np.testing.assert_array_equal(ot.target_, Y2)
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [(np.arange(29), "one id per row"), (np.zeros(30), "unique"), (np.ones((30, 2)), "1-dim")],
+)
+def test_bad_target_ids(ids, match):
+    _, X, Y = _data()
+    with pytest.raises(ValueError, match=match):
+        OTNetTransport(height="vector").fit(X, X_target=Y, target_ids=ids)
+
+
+def test_target_ids_follow_merged_and_dropped_points():
+    _, X, Y = _data()
+    Y = np.vstack([Y, Y[:2]])  # two duplicates, merged into their first occurrence
+    weights = np.ones(32)
+    weights[5] = 0  # dropped
+    ot = OTNetTransport(height="vector", random_state=0)
+    ot.fit(X, X_target=Y, target_weight=weights, target_ids=np.arange(32))
+    expected = np.delete(np.arange(30), 5)
+    np.testing.assert_array_equal(ot._target_ids, expected)
+
+
+def test_interpolated_residuals_are_local_averages():
+    g = torch.Generator().manual_seed(0)
+    Y_old = torch.rand(50, 3, generator=g)
+    residual = torch.rand(50, generator=g)
+    # At an old point: its own residual. Anywhere: within the range of the old ones.
+    at_old = interpolate_residuals(Y_old, residual, Y_old[:5])
+    torch.testing.assert_close(at_old, residual[:5], rtol=1e-5, atol=1e-6)
+    new = interpolate_residuals(Y_old, residual, torch.rand(20, 3, generator=g))
+    assert bool(((new >= residual.min()) & (new <= residual.max())).all())
+    constant = interpolate_residuals(Y_old, torch.full((50,), 0.7), torch.rand(7, 3))
+    torch.testing.assert_close(constant, torch.full((7,), 0.7))
+
+
+# ---------------------------------------------------------------- streaming
+def _stream(X, chunk, epochs):
+    for _ in range(epochs):
+        for start in range(0, len(X), chunk):
+            yield X[start : start + chunk]
+
+
+@pytest.mark.parametrize("height", ["vector", "network"])
+def test_streaming_partial_fit_matches_fit(height):
+    rng, X, Y = _data(n=20000, m=20)
+    full = OTNetTransport(height=height, random_state=0, **SMALL_NET).fit(X, X_target=Y)
+    stream = OTNetTransport(height=height, batch_size=500, random_state=0, **SMALL_NET)
+    for batch in _stream(X, chunk=2000, epochs=6):
+        stream.partial_fit(batch, X_target=Y)
+    X_new = rng.normal(size=(20000, 2))
+    assert abs(stream.score(X_new)) <= 0.03  # fresh-sample TV of the streamed map
+    agreement = np.mean(stream.predict_index(X_new) == full.predict_index(X_new))
+    assert agreement >= 0.95
