@@ -107,7 +107,10 @@ def newton_direction(
     stop = rtol * float(b.norm())
     for _ in range(max_iter):
         Ap = hessian_times(p)
-        alpha = rz / float(p @ Ap)
+        curvature = float(p @ Ap)
+        if not curvature > 0 or rz == 0:
+            break  # converged to rounding, or no curvature left along p
+        alpha = rz / curvature
         x += alpha * p
         r -= alpha * Ap
         if float(r.norm()) <= stop:

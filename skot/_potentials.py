@@ -22,7 +22,7 @@ __all__ = [
     "VectorHeights",
     "make_height_model",
     "gaussian_offset",
-    "interpolate_residuals",
+    "transfer_heights",
     "typical_spacing",
 ]
 
@@ -245,21 +245,28 @@ def typical_spacing(
     return float(best.median()) if best.numel() else 1.0
 
 
-def interpolate_residuals(Y_old: Tensor, residual: Tensor, Y_new: Tensor, k: int = 8) -> Tensor:
-    """Residuals of new target points: inverse-squared-distance mean over ``k`` nearest old ones.
+def transfer_heights(
+    Y_old: Tensor, h_old: Tensor, grad_old: Tensor, Y_new: Tensor, k: int = 8
+) -> Tensor:
+    """Heights of new target points from the trained heights of nearby old ones.
 
-    A point's residual is its height's deviation from the smooth part of the model, and it
-    varies with the local arrangement of points: the nearest old points are the best guess.
-    Computed in chunks of new points (``O(chunk x m_old)`` memory).
+    Each of the ``k`` nearest old points ``y_i`` proposes its first-order expansion
+    ``h_i + <g_i, y - y_i>``, with ``g_i`` the gradient of the height function at ``y_i`` (for
+    the dual potential, minus the barycentre of ``y_i``'s cell); the proposals are averaged with
+    inverse squared distances, so a point at an old point's position gets that point's
+    height. Computed in chunks of new points.
     """
-    out = torch.empty(Y_new.shape[0], dtype=residual.dtype, device=residual.device)
+    out = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
     k = min(k, Y_old.shape[0])
     chunk = max(1, 2**22 // max(Y_old.shape[0], 1))
     for r0 in range(0, Y_new.shape[0], chunk):
-        dist, idx = torch.cdist(Y_new[r0 : r0 + chunk], Y_old).topk(k, dim=1, largest=False)
+        Q = Y_new[r0 : r0 + chunk]
+        dist, idx = torch.cdist(Q, Y_old).topk(k, dim=1, largest=False)
+        step = ((Q[:, None, :] - Y_old[idx]) * grad_old[idx]).sum(dim=2)
+        proposal = h_old[idx].double() + step.double()
         weight = 1.0 / dist.double().clamp_min(1e-12) ** 2
         weight /= weight.sum(dim=1, keepdim=True)
-        out[r0 : r0 + chunk] = (weight * residual[idx].double()).sum(dim=1).to(out.dtype)
+        out[r0 : r0 + chunk] = (weight * proposal).sum(dim=1).to(out.dtype)
     return out
 
 

@@ -24,8 +24,8 @@ from . import _solver
 from ._potentials import (
     HEIGHT_KINDS,
     gaussian_offset,
-    interpolate_residuals,
     make_height_model,
+    transfer_heights,
     typical_spacing,
 )
 
@@ -564,10 +564,11 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _change_target(self, Y, nu, ids) -> bool:
         """Start from the trained heights on a changed target; return whether it changed.
 
-        The network part carries over as it is. Per-point residuals (vector and residual
-        heights) are kept for points matched to a previous point (by id when both calls gave
-        ``target_ids``, else by exact coordinates); the others start from an inverse-distance
-        average of their nearest previous points' residuals.
+        The network part carries over as it is. With per-point residuals (vector and residual
+        heights), a point matched to a previous point (by id when both calls gave
+        ``target_ids``, else by exact coordinates) starts from its trained height, moved to
+        first order if the point moved; the others start from their nearest previous points'
+        first-order expansions (:func:`transfer_heights`).
         """
         same_points = np.array_equal(Y, self.target_)
         if same_points and np.array_equal(nu, self.target_weight_):
@@ -583,15 +584,20 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 old = {row.tobytes(): i for i, row in enumerate(self.target_)}
                 keys = [row.tobytes() for row in Y]
             src = np.array([old.get(key, -1) for key in keys])
-            matched = src >= 0
-            values = interpolate_residuals(
-                self._target_t, residual.detach(), self._to_tensor(Y[~matched])
-            )
-            new = torch.empty(Y.shape[0], dtype=_DTYPE, device=self.device_)
-            new[torch.as_tensor(~matched, device=self.device_)] = values
-            new[torch.as_tensor(matched, device=self.device_)] = residual.detach()[
-                torch.as_tensor(src[matched], device=self.device_)
-            ]
+            matched = torch.as_tensor(src >= 0, device=self.device_)
+            rows = torch.as_tensor(src[src >= 0], device=self.device_)
+            Y_t = self._to_tensor(Y)
+            with torch.no_grad():
+                # The height function's gradient at a target point is minus its cell's
+                # barycentre: a moved point keeps its height to first order, so its cell
+                # stays where it was; a new point gets its neighbours' expansions.
+                h_old, grad = model(self._target_t), -self._barycenters_t
+                h_new = torch.empty(Y.shape[0], dtype=_DTYPE, device=self.device_)
+                moved = Y_t[matched] - self._target_t[rows]
+                h_new[matched] = h_old[rows] + (moved * grad[rows]).sum(dim=1)
+                h_new[~matched] = transfer_heights(self._target_t, h_old, grad, Y_t[~matched])
+                net = getattr(model, "net", None)
+                new = h_new - model.offset(Y_t) - (net(Y_t) if net is not None else 0.0)
             model.residual = torch.nn.Parameter(new)
             self._state.optimizer = _solver.make_optimizer(model, self._config())
         # A new problem: restart the schedule (step sizes, batch growth) from the trained
@@ -646,6 +652,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         H = self._scale**2 * h - Y @ self._center
         self.heights_ = H - self.target_weight_ @ H
         occupied = masses > 0
+        bary_t = self._target_t.clone()
+        occupied_t = torch.as_tensor(occupied, device=self.device_)
+        bary_t[occupied_t] = (
+            torch.as_tensor(sums[occupied] / masses[occupied, None], dtype=_DTYPE)
+        ).to(self.device_)
+        self._barycenters_t = bary_t
         bary = Y.copy()
         bary[occupied] = (sums[occupied] / masses[occupied, None]) * self._scale + self._center
         self.barycenters_ = bary
@@ -787,7 +799,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     # ---------------------------------------------------------------- pickling
     def __getstate__(self):
         state = dict(super().__getstate__())
-        for key in ("_target_t", "_nu_t", "_heights_t", "potential_"):
+        for key in ("_target_t", "_nu_t", "_heights_t", "_barycenters_t", "potential_"):
             state.pop(key, None)
         if "_state" in state:
             state["_state"] = _solver.state_to_dict(self._state)
@@ -815,6 +827,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         with torch.no_grad():
             h = self._state.model(self._target_t)
         self._heights_t = h
+        self._barycenters_t = self._to_tensor(self.barycenters_)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

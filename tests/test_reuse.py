@@ -5,9 +5,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skot import OTNetTransport
-from skot._potentials import interpolate_residuals
+from skot._potentials import transfer_heights
 
 SMALL_NET = {"hidden_layer_sizes": (32, 32)}
 
@@ -68,26 +69,43 @@ def test_warm_start_on_the_same_target_keeps_the_map(height):
     np.testing.assert_array_equal(ot.predict_index(X_new), before)
 
 
-def test_target_ids_keep_residuals_of_moved_points():
-    rng, X, Y = _data()
-    ot = OTNetTransport(height="residual", random_state=0, warm_start=True, **SMALL_NET)
+def _heights(ot):
+    with torch.no_grad():
+        return ot.potential_(ot._target_t).numpy()
+
+
+def test_target_ids_move_the_trained_heights_to_first_order():
+    rng, X, Y = _data(n=20000)
+    # A batch below the sample size: Adam steps train the network before Newton steps.
+    ot = OTNetTransport(height="residual", batch_size=1024, random_state=0, warm_start=True)
     ids = np.arange(100, 130)
     ot.fit(X, X_target=Y, target_ids=ids)
-    old = ot.potential_.residual.detach().numpy().copy()
+    assert np.abs(ot.potential_.net(ot._target_t).detach().numpy()).max() > 1e-3  # trained
+    h_old, bary = _heights(ot), ot._barycenters_t.numpy()
     Y2 = Y + 0.05 * rng.normal(size=Y.shape)
     nu = np.full(30, 1 / 30)
     by_id = pickle.loads(pickle.dumps(ot))
     by_id._change_target(Y2, nu, ids)
-    np.testing.assert_allclose(by_id.potential_.residual.detach().numpy(), old, rtol=1e-6)
-    # Shuffled rows with their ids: each point keeps its own residual.
+    moved = by_id._target_t.numpy() - ot._target_t.numpy()
+    expected = h_old - (moved * bary).sum(axis=1)  # gradient of the heights: -barycentre
+    np.testing.assert_allclose(_heights(by_id), expected, rtol=1e-5, atol=1e-5)
+    # Shuffled rows with their ids: each point keeps its own height.
     perm = rng.permutation(30)
     shuffled = pickle.loads(pickle.dumps(ot))
     shuffled._change_target(Y2[perm], nu, ids[perm])
-    np.testing.assert_allclose(shuffled.potential_.residual.detach().numpy(), old[perm], rtol=1e-6)
-    # Without ids the moved points are new: they get their neighbours' residuals instead.
+    np.testing.assert_allclose(_heights(shuffled), expected[perm], rtol=1e-5, atol=1e-5)
+    # Without ids the moved points are new: their neighbours' expansions instead.
     by_coords = pickle.loads(pickle.dumps(ot))
     by_coords._change_target(Y2, nu, None)
-    assert not np.allclose(by_coords.potential_.residual.detach().numpy(), old)
+    assert not np.allclose(_heights(by_coords), expected, atol=1e-4)
+    # The first-order start is close: a warm start's TV well below the cold start's.
+    cold = OTNetTransport(height="residual", max_iter=1, random_state=0)
+    with pytest.warns(ConvergenceWarning):
+        cold.fit(X, X_target=Y2)
+    by_id.set_params(max_iter=1)
+    with pytest.warns(ConvergenceWarning):
+        by_id.fit(X, X_target=Y2, target_ids=ids)
+    assert by_id.marginal_error_curve_[-1][1] < 0.5 * cold.marginal_error_curve_[-1][1]
 
 
 @pytest.mark.parametrize("height", ["vector", "residual", "network"])
@@ -133,17 +151,20 @@ def test_target_ids_follow_merged_and_dropped_points():
     np.testing.assert_array_equal(ot._target_ids, expected)
 
 
-def test_interpolated_residuals_are_local_averages():
+def test_transfer_heights_is_exact_for_affine_heights():
     g = torch.Generator().manual_seed(0)
-    Y_old = torch.rand(50, 3, generator=g)
-    residual = torch.rand(50, generator=g)
-    # At an old point: its own residual. Anywhere: within the range of the old ones.
-    at_old = interpolate_residuals(Y_old, residual, Y_old[:5])
-    torch.testing.assert_close(at_old, residual[:5], rtol=1e-5, atol=1e-6)
-    new = interpolate_residuals(Y_old, residual, torch.rand(20, 3, generator=g))
-    assert bool(((new >= residual.min()) & (new <= residual.max())).all())
-    constant = interpolate_residuals(Y_old, torch.full((50,), 0.7), torch.rand(7, 3))
-    torch.testing.assert_close(constant, torch.full((7,), 0.7))
+    Y_old = torch.rand(50, 3, generator=g, dtype=torch.float64)
+    slope, intercept = torch.tensor([0.3, -1.2, 0.5], dtype=torch.float64), 0.7
+    h_old = intercept + Y_old @ slope
+    grad = slope.expand(50, 3)
+    Y_new = torch.rand(20, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(
+        transfer_heights(Y_old, h_old, grad, Y_new), intercept + Y_new @ slope
+    )
+    # At an old point: that point's height, whatever the gradients.
+    h_any = torch.rand(50, generator=g, dtype=torch.float64)
+    grad_any = torch.rand(50, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(transfer_heights(Y_old, h_any, grad_any, Y_old[:5]), h_any[:5])
 
 
 # ---------------------------------------------------------------- streaming
