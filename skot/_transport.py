@@ -133,10 +133,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         free per-point heights over the whole sample from the first step (``height`` in
         ``{"vector", "residual"}``, ``epsilon=0``, ``bandwidth=0``); each step is one pass over
         the sample plus a sparse linear solve, and a few tens of steps reach ``tol``.
-        ``"auto"``: Newton steps wherever they apply once the batch is the whole sample;
-        ``"vector"`` heights, and warm starts on a changed target, start there when the sample
-        has at most 10^6 points. ``partial_fit`` always takes Adam steps (its batches are parts
-        of a stream, not the whole sample).
+        ``"auto"``: Newton steps wherever they apply, once the batch is the whole sample, if
+        there are at least 10 samples per target point (with fewer, the problem is nearly a
+        discrete assignment and Adam steps do better); ``"vector"`` heights, and warm starts
+        on a changed target, start there when the sample has at most 10^6 points.
+        ``partial_fit`` always takes Adam steps (its batches are parts of a stream, not the
+        whole sample).
     max_iter : int, default=2000
         Maximum number of optimisation steps per call to ``fit``.
     tol : float, default=1e-2

@@ -46,6 +46,14 @@ def test_newton_refuses_what_it_cannot_solve(params, match):
         OTNetTransport(solver="newton", **params).fit(X, X_target=Y)
 
 
+@pytest.mark.parametrize(("n", "newton"), [(300, False), (600, True)])
+def test_auto_takes_newton_steps_with_ten_samples_per_target(n, newton):
+    _, X, Y = _data(n=n)
+    ot = OTNetTransport(height="vector", random_state=0).fit(X, X_target=Y)
+    assert ot.converged_
+    assert (ot._state.temperature is not None) == newton
+
+
 def test_partial_fit_takes_monte_carlo_steps_only():
     _, X, Y = _data()
     ot = OTNetTransport(height="vector", solver="auto", batch_size=4096, random_state=0)
