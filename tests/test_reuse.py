@@ -46,7 +46,7 @@ def test_newton_refuses_what_it_cannot_solve(params, match):
         OTNetTransport(solver="newton", **params).fit(X, X_target=Y)
 
 
-@pytest.mark.parametrize(("n", "newton"), [(250, False), (600, True)])
+@pytest.mark.parametrize(("n", "newton"), [(270, False), (600, True)])
 def test_auto_takes_newton_steps_with_ten_samples_per_target(n, newton):
     _, X, Y = _data(n=n)
     ot = OTNetTransport(height="vector", random_state=0).fit(X, X_target=Y)
