@@ -20,9 +20,9 @@ def _data(seed=0, n=3000, m=30, d=2):
 
 # ----------------------------------------------------------------- solvers
 @pytest.mark.parametrize("height", ["vector", "residual"])
-def test_newton_and_adam_reach_the_same_map(height):
+def test_newton_and_adam_reach_the_same_map(height, device):
     rng, X, Y = _data()
-    params = {"height": height, "random_state": 0, "tol": 2e-3, **SMALL_NET}
+    params = {"height": height, "random_state": 0, "tol": 2e-3, "device": device, **SMALL_NET}
     newton = OTNetTransport(solver="newton", **params).fit(X, X_target=Y)
     adam = OTNetTransport(solver="adam", max_iter=3000, **params).fit(X, X_target=Y)
     assert newton.converged_ and adam.converged_
@@ -118,10 +118,10 @@ def test_target_ids_move_the_trained_heights_to_first_order():
 
 @pytest.mark.parametrize("height", ["vector", "residual", "network"])
 @pytest.mark.parametrize("change", ["new points", "drift by id", "reweight", "reseed"])
-def test_every_kind_of_target_change_converges_warm(height, change):
+def test_every_kind_of_target_change_converges_warm(height, change, device):
     rng, X, Y = _data(n=4000, m=40)
     ids = np.arange(40)
-    ot = OTNetTransport(height=height, random_state=0, warm_start=True, **SMALL_NET)
+    ot = OTNetTransport(height=height, random_state=0, warm_start=True, device=device, **SMALL_NET)
     ot.fit(X, X_target=Y, target_ids=ids)
     nu, ids2 = None, None
     if change == "new points":
