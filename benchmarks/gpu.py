@@ -86,7 +86,7 @@ def _fit(est, X, Y, device: str, budget_s: float, chunk: int) -> float:
     return time.perf_counter() - t
 
 
-def run_gpu(device: str, tiny: bool) -> tuple[str, list[list]]:
+def run_gpu(device: str, tiny: bool, large_fit: bool = True) -> tuple[str, list[list]]:
     """Fit, transform and roofline on ``device``; return (Markdown section, table rows)."""
     from skot import OTNetTransport
     from skot._solver import noise_floor
@@ -149,6 +149,11 @@ def run_gpu(device: str, tiny: bool) -> tuple[str, list[list]]:
     rows_all += rows
     del X
 
+    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
+    if not large_fit:
+        head = section_header("GPU", tiny, time.perf_counter() - start, load)
+        return head + f"Device {device} ({name}).\n\n" + "\n".join(sections), rows_all
+
     # 2. A larger fit under a wall-clock budget, then transform throughput.
     n, m, d = large
     X, Y = _problem(rng, n, m, d)
@@ -195,7 +200,6 @@ def run_gpu(device: str, tiny: bool) -> tuple[str, list[list]]:
         "shown beside it.\n\n" + md_table(["quantity", "value"], rows)
     )
     rows_all += rows
-    name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "CPU"
     head = section_header("GPU", tiny, time.perf_counter() - start, load)
     return head + f"Device {device} ({name}).\n\n" + "\n".join(sections), rows_all
 
@@ -205,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (seconds)")
+    parser.add_argument(
+        "--no-large", action="store_true", help="skip the larger fit and the transform"
+    )
     parser.add_argument(
         "--write",
         type=Path,
@@ -220,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.tiny:
         torch.set_num_threads(1)  # tiny problems: threads only add scheduling overhead
-    section, _ = run_gpu(args.device, args.tiny)
+    section, _ = run_gpu(args.device, args.tiny, large_fit=not args.no_large)
     if args.write is not None:
         args.write.mkdir(parents=True, exist_ok=True)
         (args.write / "gpu.md").write_text(section)

@@ -431,7 +431,6 @@ def run(
         state.batch_size = max(state.batch_size, problem.n_samples)
     state.restarted = False
     current = None  # the Newton pass at the current heights
-    last_exact_energy = math.inf
     while state.step < end_step:
         full = _full_batch(state, problem)
         if full and newton:
@@ -463,10 +462,6 @@ def run(
         state.step += 1
         state.energies.append(energy)
         if full:
-            # Exact energy: a rise means the step overshot, so halve the step sizes at once.
-            if energy > last_exact_energy:
-                _halve_step_sizes(state, config)
-            last_exact_energy = energy
             # Exact masses of the current heights: this step is also an evaluation.
             if _record(state, nu, marginal_error(masses, nu), config, max_batch, start, callback):
                 break
