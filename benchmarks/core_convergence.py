@@ -30,7 +30,9 @@ __all__ = ["case", "run"]
 HEIGHTS = ("vector", "network", "residual")
 
 
-def case(n: int, m: int, d: int, height: str, budget: float, seed: int = 0) -> dict:
+def case(
+    n: int, m: int, d: int, height: str, budget: float, seed: int = 0, round_steps: int = 10
+) -> dict:
     """Fit until marginal error < 1% or ``budget`` seconds; report time and iterations."""
     import numpy as np
     from sklearn.exceptions import ConvergenceWarning
@@ -40,7 +42,9 @@ def case(n: int, m: int, d: int, height: str, budget: float, seed: int = 0) -> d
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
     Y = rng.uniform(-2, 2, size=(m, d))
-    ot = OTNetTransport(height=height, tol=1e-2, max_iter=10, warm_start=True, random_state=seed)
+    ot = OTNetTransport(
+        height=height, tol=1e-2, max_iter=round_steps, warm_start=True, random_state=seed
+    )
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -110,15 +114,63 @@ def run(quick: bool, budget: float = 600.0) -> str:
     return text + md_table(header, rows)
 
 
+#: Issue 5's CPU scale targets, skot alone: (n, m, d, height).
+TARGETS = [(1_000_000, 10_000, 64, "vector"), (20_000, 20_000, 2, "vector")]
+
+
+def run_targets(budget: float = 900.0) -> str:
+    """The scale targets (fresh process each, 1 torch thread); return the Markdown section."""
+    load, start = load_note(), time.perf_counter()
+    rows = []
+    for n, m, d, height in TARGETS:
+        kwargs = {"n": n, "m": m, "d": d, "height": height, "budget": budget, "round_steps": 50}
+        res = run_case("benchmarks.core_convergence:case", kwargs, timeout=budget + 600)
+        print(n, m, d, height, res, flush=True)
+        if res.get("status", "ok") != "ok":
+            rows.append([n, m, d, height, res["status"], "", "", "", ""])
+            continue
+        rows.append(
+            [
+                n,
+                m,
+                d,
+                height,
+                "yes" if res["converged"] else f"no (budget {budget:.0f} s)",
+                res["iterations"],
+                res["seconds"],
+                res["marginal_error"],
+                res["peak_mb"],
+            ]
+        )
+    header = ["n", "m", "d", "height", "TV < 1%", "iterations", "seconds", "final TV", "peak MB"]
+    text = section_header(
+        "Scale targets on this CPU (skot alone)", False, time.perf_counter() - start, load
+    )
+    text += (
+        "Issue 5's targets: n = 10^6, m = 10^4, d = 64 in under 15 minutes and 2 GB; n = m = "
+        "20,000, d = 2 to TV < 1% (POT's `ot.emd` took 87 s and 16 GB there). Same problem "
+        "family as the core table (standard normal source, uniform targets in `[-2, 2]^d`), "
+        "default parameters, `tol=1e-2`, fitted in warm-started rounds of 50 steps, a fresh "
+        "process per case (peak memory above its baseline after imports, data included). "
+        'Vector heights with `solver="auto"`: Newton steps at 10^6 / 10^4 (100 samples per '
+        "target), Adam steps at n = m (1 sample per target).\n\n"
+    )
+    return text + md_table(header, rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--budget", type=float, default=600.0, help="seconds per case")
     parser.add_argument("--out", type=Path, default=DEFAULT_RESULTS)
+    parser.add_argument("--targets", action="store_true", help="issue 5's scale targets only")
     args = parser.parse_args(argv)
-    section = run(args.quick, args.budget)
+    if args.targets:
+        section, name = run_targets(args.budget), "scale_targets"
+    else:
+        section, name = run(args.quick, args.budget), "core_convergence"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "core_convergence.md").write_text(section)
+    (args.out / f"{name}.md").write_text(section)
     if args.out == DEFAULT_RESULTS:
         write_benchmarks_md()
     print(section)

@@ -29,6 +29,7 @@ SECTION_ORDER = (
     "error_study",
     "reuse",
     "core_convergence",
+    "scale_targets",
     "gpu",
 )
 
