@@ -122,7 +122,7 @@ def section_header(title: str, quick: bool, seconds: float | None = None, load: 
 
     line = (
         f"_Run {when}, mode {mode}, {skot_revision()}, {machine_summary()}, "
-        f"{torch.get_num_threads()} torch threads"
+        f"{os.environ.get('SKOT_BENCH_THREADS') or torch.get_num_threads()} torch threads"
     )
     if load:
         line += f"; at start: {load}"
