@@ -2,16 +2,17 @@
 
 Pure torch, no scikit-learn. The pieces, each usable alone:
 
-- :func:`power_assign`: ``argmax_j <x, y_j> + h_j`` with targets processed in chunks and a
-  running max, so memory is ``O(rows x chunk)`` whatever the number of targets.
-- :func:`cell_masses`: the mass of each power cell under a weighted sample (hard or entropic),
-  and the mean of the potential, in one pass. This is the only place the source is touched, and
-  it returns local sums, so a data-parallel version needs one all-reduce of its outputs.
+- :func:`power_assign`, :func:`top_scores`, :func:`cell_masses` (from :mod:`._kernels`): the
+  argmax (or ``k`` best) of ``<x, y_j> + h_j`` and the cell masses, with targets processed in
+  chunks, so memory is ``O(rows x chunk)`` whatever the number of targets; they return local
+  sums, so a data-parallel version needs one all-reduce of their outputs.
 - :class:`Problem`, :class:`SolverConfig`, :class:`SolverState`: the data (normalised), the
   hyperparameters and the resumable state (a plain object, so training can continue).
 - :func:`init_state`, :func:`run`: Adam on the energy
   ``E(h) = E_x[max_j <x, y_j> + h_j] - sum_j nu_j h_j``, whose gradient with respect to the
-  heights is ``w(h) - nu`` (cell masses minus target weights).
+  heights is ``w(h) - nu`` (cell masses minus target weights), on Monte Carlo batches that grow
+  to the whole sample; there, free per-point heights take damped Newton steps on a smoothed
+  energy instead (:mod:`._newton`).
 """
 
 from __future__ import annotations
@@ -417,7 +418,12 @@ def run(
     step once the batch is the whole empirical sample: those steps are exact). The batch
     doubles as soon as the error is within twice the batch's Monte Carlo noise floor, or after
     ``n_iter_no_change`` evaluations without progress; at its cap, stalls halve the step sizes
-    instead. ``callback(state, seconds)`` is called after each evaluation.
+    instead. Where Newton steps apply (free heights, empirical source, no smoothing, and with
+    ``solver="auto"`` at least ``NEWTON_MIN_SAMPLES_PER_TARGET`` samples per target), steps
+    over the whole sample are damped Newton steps on the free heights, each one evaluation
+    (see :mod:`._newton`); ``solver="newton"``, vector heights and restarted (warm) problems
+    of at most ``max_eval_samples`` samples start there. ``callback(state, seconds)`` is called
+    after each evaluation.
     """
     Y, nu = problem.target, problem.target_weight
     eval_X, eval_w = _evaluation_set(state, problem, config)
