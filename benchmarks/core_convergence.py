@@ -62,6 +62,18 @@ def case(
     }
 
 
+HEADER = ["n", "m", "d", "height", "TV < 1%", "iterations", "seconds", "final TV", "peak MB"]
+
+
+def _row(n: int, m: int, d: int, height: str, res: dict, budget: float) -> list:
+    """One table row from a case's result (or its failure status)."""
+    if res.get("status", "ok") != "ok":
+        return [n, m, d, height, res["status"], "", "", "", ""]
+    converged = "yes" if res["converged"] else f"no (budget {budget:.0f} s)"
+    keys = ("iterations", "seconds", "marginal_error", "peak_mb")
+    return [n, m, d, height, converged, *(res[k] for k in keys)]
+
+
 def run(quick: bool, budget: float = 600.0) -> str:
     """Run every case and return the Markdown section."""
     sizes = (
@@ -86,23 +98,7 @@ def run(quick: bool, budget: float = 600.0) -> str:
                 "benchmarks.core_convergence:case", kwargs, timeout=budget + 300, isolated=not quick
             )
             print(n, m, d, height, res, flush=True)
-            if res.get("status", "ok") != "ok":
-                rows.append([n, m, d, height, res["status"], "", "", "", ""])
-                continue
-            rows.append(
-                [
-                    n,
-                    m,
-                    d,
-                    height,
-                    "yes" if res["converged"] else f"no (budget {budget:.0f} s)",
-                    res["iterations"],
-                    res["seconds"],
-                    res["marginal_error"],
-                    res["peak_mb"],
-                ]
-            )
-    header = ["n", "m", "d", "height", "TV < 1%", "iterations", "seconds", "final TV", "peak MB"]
+            rows.append(_row(n, m, d, height, res, budget))
     text = section_header(
         "Core solver: time to marginal error < 1%", quick, time.perf_counter() - start, load
     )
@@ -111,7 +107,7 @@ def run(quick: bool, budget: float = 600.0) -> str:
         "default `OTNetTransport` parameters except `tol=1e-2` (network: 256 x 256 MLP with "
         "random Fourier features), CPU. TV measured over the whole training sample.\n\n"
     )
-    return text + md_table(header, rows)
+    return text + md_table(HEADER, rows)
 
 
 #: Issue 5's CPU scale targets, skot alone: (n, m, d, height).
@@ -126,23 +122,7 @@ def run_targets(budget: float = 900.0) -> str:
         kwargs = {"n": n, "m": m, "d": d, "height": height, "budget": budget, "round_steps": 50}
         res = run_case("benchmarks.core_convergence:case", kwargs, timeout=budget + 600)
         print(n, m, d, height, res, flush=True)
-        if res.get("status", "ok") != "ok":
-            rows.append([n, m, d, height, res["status"], "", "", "", ""])
-            continue
-        rows.append(
-            [
-                n,
-                m,
-                d,
-                height,
-                "yes" if res["converged"] else f"no (budget {budget:.0f} s)",
-                res["iterations"],
-                res["seconds"],
-                res["marginal_error"],
-                res["peak_mb"],
-            ]
-        )
-    header = ["n", "m", "d", "height", "TV < 1%", "iterations", "seconds", "final TV", "peak MB"]
+        rows.append(_row(n, m, d, height, res, budget))
     text = section_header(
         "Scale targets on this CPU (skot alone)", False, time.perf_counter() - start, load
     )
@@ -155,7 +135,7 @@ def run_targets(budget: float = 900.0) -> str:
         'Vector heights with `solver="auto"`: Newton steps at 10^6 / 10^4 (100 samples per '
         "target), Adam steps at n = m (1 sample per target).\n\n"
     )
-    return text + md_table(header, rows)
+    return text + md_table(HEADER, rows)
 
 
 def main(argv: list[str] | None = None) -> int:

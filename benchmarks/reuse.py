@@ -160,23 +160,14 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
         timeout=1800,
         isolated=not quick,
     )
+
+    def stream_row(label: str, res: dict) -> list:
+        keys = (("steps", "n/a"), ("seconds", np.nan), ("tv", np.nan), ("peak_mb", np.nan))
+        return [label, *(res.get(k, default) for k, default in keys), res.get("status", "")]
+
     stream_rows = [
-        [
-            f"partial_fit, {n_total:,} samples in batches of {chunk:,} (one pass)",
-            stream.get("steps", "n/a"),
-            stream.get("seconds", float("nan")),
-            stream.get("tv", float("nan")),
-            stream.get("peak_mb", float("nan")),
-            stream.get("status", ""),
-        ],
-        [
-            f"fit on {n_full:,} samples",
-            full.get("steps", "n/a"),
-            full.get("seconds", float("nan")),
-            full.get("tv", float("nan")),
-            full.get("peak_mb", float("nan")),
-            full.get("status", ""),
-        ],
+        stream_row(f"partial_fit, {n_total:,} samples in batches of {chunk:,} (one pass)", stream),
+        stream_row(f"fit on {n_full:,} samples", full),
     ]
     text = (
         f"Source: {n:,} samples of N(0, I); target: {m:,} points uniform in [-2, 2]^d; "
