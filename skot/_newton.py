@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ._kernels import top_scores
 
-__all__ = ["Smoothed", "initial_temperature", "smoothed", "newton_direction", "newton_step"]
+__all__ = ["Smoothed", "smoothed", "resmoothed", "newton_direction", "newton_step"]
 
 #: Smallest temperature (standardised units): float32 scores resolve about 1e-7 of their size.
 MIN_TEMPERATURE = 1e-6
@@ -35,39 +35,61 @@ TOP_K = 8
 
 @dataclass
 class Smoothed:
-    """One pass over the sample at fixed heights."""
+    """One pass over the sample at fixed heights, at temperature ``eps``.
 
+    The scores do not depend on ``eps``: :func:`resmoothed` changes the temperature without a
+    new pass.
+    """
+
+    eps: float
     energy: float  # smoothed energy E_eps(h)
     hard_energy: float  # E(h), the energy of the hard map
     soft: Tensor  # (m,) float64 smoothed cell masses
     hard: Tensor  # (m,) float64 hard cell masses
     prob: Tensor  # (n, k) float64 softmax over each sample's k best targets
     index: Tensor  # (n, k) their indices
-
-
-def initial_temperature(X: Tensor, Y: Tensor, h: Tensor) -> float:
-    """Median gap between each sample's best and second-best score."""
-    vals, _ = top_scores(X, Y, h, 2)
-    return max(float((vals[:, 0] - vals[:, 1]).median()), MIN_TEMPERATURE)
+    scores: Tensor  # (n, k) their scores <x, y_j> + h_j
+    nu_h: float  # sum_j nu_j h_j
 
 
 def smoothed(
-    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, eps: float, k: int = TOP_K
+    X: Tensor,
+    w: Tensor,
+    Y: Tensor,
+    h: Tensor,
+    nu: Tensor,
+    eps: float | None = None,
+    k: int = TOP_K,
 ) -> Smoothed:
-    """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``)."""
+    """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``).
+
+    ``eps=None`` takes the initial temperature: the median gap between each sample's best and
+    second-best score.
+    """
     vals, idx = top_scores(X, Y, h, k)
-    z = vals.double() / eps
+    if eps is None:
+        gap = (vals[:, 0] - vals[:, 1]).median() if vals.shape[1] > 1 else vals.new_ones(())
+        eps = max(float(gap), MIN_TEMPERATURE)
+    hard = torch.zeros(Y.shape[0], dtype=torch.float64, device=X.device)
+    hard.index_add_(0, idx[:, 0], w.double())
+    nu_h = float(nu.double() @ h.double())
+    hard_energy = float(w.double() @ vals[:, 0].double()) - nu_h
+    empty = vals.new_empty(0)
+    base = Smoothed(eps, 0.0, hard_energy, hard, hard, empty, idx, vals, nu_h)
+    return resmoothed(base, w, eps)
+
+
+def resmoothed(s: Smoothed, w: Tensor, eps: float) -> Smoothed:
+    """The same pass at temperature ``eps`` (no new scores)."""
+    z = s.scores.double() / eps
     lse = torch.logsumexp(z, dim=1)
     prob = torch.exp(z - lse[:, None])
-    m = Y.shape[0]
     w64 = w.double()
-    soft = torch.zeros(m, dtype=torch.float64, device=X.device)
-    soft.index_add_(0, idx.reshape(-1), (w64[:, None] * prob).reshape(-1))
-    hard = torch.zeros(m, dtype=torch.float64, device=X.device).index_add_(0, idx[:, 0], w64)
-    nu_h = float(nu.double() @ h.double())
-    energy = eps * float(w64 @ lse) - nu_h
-    hard_energy = float(w64 @ vals[:, 0].double()) - nu_h
-    return Smoothed(energy, hard_energy, soft, hard, prob, idx)
+    soft = torch.zeros_like(s.hard).index_add_(
+        0, s.index.reshape(-1), (w64[:, None] * prob).reshape(-1)
+    )
+    energy = eps * float(w64 @ lse) - s.nu_h
+    return Smoothed(eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h)
 
 
 def newton_direction(
@@ -150,7 +172,7 @@ def newton_step(
         if not bool(torch.isfinite(d).all()):
             damping *= 4
             continue
-        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, current.prob.shape[1])
+        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, current.index.shape[1])
         decrease = trial.energy <= current.energy + 1e-4 * float(g @ d) + noise
         if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
             return d, trial, max(damping / 3, 1e-6)

@@ -280,11 +280,11 @@ def _newton_pass(
         return current
     X, Y = problem.source, problem.target
     h = state.model(Y)
-    if state.temperature is None:
-        state.temperature = _newton.initial_temperature(X, Y, h)
-    return _newton.smoothed(
+    current = _newton.smoothed(
         X, _source_weights(problem), Y, h, problem.target_weight, state.temperature
     )
+    state.temperature = current.eps
+    return current
 
 
 @torch.no_grad()
@@ -303,13 +303,13 @@ def _newton_update(
     sharpen = marginal_error(current.soft, nu) <= 0.5 * config.tol
     if sharpen and state.temperature > _newton.MIN_TEMPERATURE:
         state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
-        current = _newton.smoothed(X, w, Y, h, nu, state.temperature)
+        current = _newton.resmoothed(current, w, state.temperature)
     d, nxt, state.damping = _newton.newton_step(
         X, w, Y, nu, h, current, state.temperature, state.damping
     )
     if d is None:
         state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
-        return _newton.smoothed(X, w, Y, h, nu, state.temperature)
+        return _newton.resmoothed(current, w, state.temperature)
     model.residual += d.to(model.residual.dtype)
     _center_residual(model, nu)  # a constant shift: the pass stays valid
     return nxt
