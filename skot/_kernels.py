@@ -36,6 +36,53 @@ def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, in
     return rows, cols
 
 
+#: Columns per group of the two-level row reductions on a CPU (fastest of 16-256 on 64 x 4096
+#: blocks of scores): a plain ``amax`` is vectorised there and about 15x faster than a max that
+#: also returns indices, so the group maxima come first and only the best groups are searched.
+_GROUP = 64
+
+
+def _row_max(s: Tensor) -> tuple[Tensor, Tensor]:
+    """``s.max(dim=1)`` (values and first index of the max), group-wise on a CPU: measured
+    0.3-0.4 against 0.9-1.0 ns per score."""
+    r, c = s.shape
+    g = _GROUP
+    main = c - c % g
+    if s.device.type != "cpu" or main < 4 * g:
+        return s.max(dim=1)
+    groups = s[:, :main].view(r, main // g, g)
+    best = groups.amax(dim=2).argmax(dim=1)  # first group holding the max
+    inside = groups.gather(1, best[:, None, None].expand(r, 1, g)).squeeze(1)
+    val, col = inside.max(dim=1)
+    col += best * g
+    if main < c:
+        rv, rc = s[:, main:].max(dim=1)
+        later = rv > val  # ties keep the lower index
+        val = torch.where(later, rv, val)
+        col = torch.where(later, rc + main, col)
+    return val, col
+
+
+def _row_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``s.topk(k, dim=1)``, group-wise on a CPU: the ``k`` groups with the largest maxima hold
+    the ``k`` largest scores (measured 1.1-1.2 against 1.6-1.9 ns per score for ``k = 8``)."""
+    r, c = s.shape
+    g = _GROUP
+    main = c - c % g
+    if s.device.type != "cpu" or main < 4 * k * g:
+        return s.topk(k, dim=1)
+    groups = s[:, :main].view(r, main // g, g)
+    best = groups.amax(dim=2).topk(k, dim=1).indices
+    inside = groups.gather(1, best[:, :, None].expand(r, k, g)).reshape(r, k * g)
+    val, pos = inside.topk(k, dim=1)
+    col = best.gather(1, pos // g) * g + pos % g
+    if main < c:
+        rv, rc = s[:, main:].topk(min(k, c - main), dim=1)
+        val, j = torch.cat([val, rv], 1).topk(k, dim=1)
+        col = torch.cat([col, rc + main], 1).gather(1, j)
+    return val, col
+
+
 def power_assign(
     X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -54,7 +101,7 @@ def power_assign(
         val = idx = None
         for c0 in range(0, m, cols):
             scores = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T)
-            v, i = scores.max(dim=1)
+            v, i = _row_max(scores)
             if val is None:
                 val, idx = v, i
             else:
@@ -81,7 +128,7 @@ def top_scores(
         best_v = best_i = None
         for c0 in range(0, m, cols):
             s = torch.addmm(h[c0 : c0 + cols], xb, Y[c0 : c0 + cols].T)
-            v, i = s.topk(min(k, s.shape[1]), dim=1)
+            v, i = _row_topk(s, min(k, s.shape[1]))
             i += c0
             if best_v is not None:
                 v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
