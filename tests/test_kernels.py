@@ -4,10 +4,19 @@ the chunked passes built on them, including ties and column counts that leave a 
 import pytest
 import torch
 
+from skot import _kernels
 from skot._kernels import _GROUP, _row_max, _row_topk, power_assign, top_scores
 
 # Widths below, at and above the grouped path's threshold, with and without a remainder.
 WIDTHS = [5, 4 * _GROUP - 1, 4 * _GROUP, 4 * _GROUP + 3, 40 * _GROUP, 40 * _GROUP + 17]
+
+
+@pytest.fixture(params=["grouped", "plain"], autouse=True)
+def reductions(request, monkeypatch):
+    """Every test runs with the two-level and the plain reductions on every device."""
+    grouped = {"cpu", "cuda"} if request.param == "grouped" else set()
+    monkeypatch.setattr(_kernels, "GROUPED_REDUCTIONS", grouped)
+    return request.param
 
 
 def _scores(rows, cols, device, seed=0):
