@@ -340,6 +340,17 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         weights the default transport stops 5% above the rounding floor of the cell counts, or
         after 300 steps, without a retry; ``direction="barycentric"`` suits weighted source
         rows best (measured).
+    strength : float in [0, 1], default=1.0
+        How far the source rows move towards their images: a source row ``x`` with image
+        ``T(x)`` becomes ``x + strength * (T(x) - x)``. ``1`` is the full transport, ``0`` no
+        adaptation (every source row is returned unchanged, so the pipeline is the plain
+        ``scaler -> classifier`` one; the map is still fitted, and ``transport_`` and
+        ``class_proportions_`` are set). Applies to ``fit_transform``, to source rows in
+        :meth:`transform` and :meth:`transform_source`, and so to the rows the classifier
+        learns from; the map itself (``transport_``, label transfer, the class-aware
+        pseudo-labels) is the full one. A label-free scorer in ``GridSearchCV`` can choose it
+        (see the user guide): under a covariate or target shift the right amount of
+        transport is often none.
 
     Attributes
     ----------
@@ -348,7 +359,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     X_source_ : ndarray of shape (n_source, n_features)
         The training source rows (used to map new source rows out of sample).
     X_source_transported_ : ndarray of shape (n_source, n_features)
-        Their images in the target domain.
+        Their images in the target domain (moved by ``strength`` of the way).
     X_target_ : ndarray of shape (n_target, n_features)
         The training target rows, as this step received them.
     class_proportions_ : ndarray of shape (n_classes,) or None
@@ -415,6 +426,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "label_estimator": [HasMethods(["fit", "predict_proba"]), None],
         "n_label_iter": [Interval(Integral, 1, None, closed="left")],
         "class_proportions": [StrOptions({"source", "estimate"}), dict],
+        "strength": [Interval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -426,6 +438,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         label_estimator=None,
         n_label_iter=1,
         class_proportions="source",
+        strength=1.0,
     ):
         self.transport = transport
         self.direction = direction
@@ -433,6 +446,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.label_estimator = label_estimator
         self.n_label_iter = n_label_iter
         self.class_proportions = class_proportions
+        self.strength = strength
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, X_target=None, sample_domain=None):
@@ -529,8 +543,17 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     As, At, slack=0.05, weights=weights, step_factor=3.0
                 )
                 moved = self._training_images(As, At)[:, : Xs64.shape[1]]
-        self.X_source_transported_ = moved
+        self.X_source_transported_ = self._blend(Xs64, moved)
         return X, source
+
+    def _blend(self, rows, images):
+        """``rows + strength * (images - rows)``; exactly ``rows`` (a copy) at strength 0 and
+        exactly ``images`` at strength 1."""
+        if self.strength == 1:
+            return images
+        if self.strength == 0:
+            return np.array(rows, dtype=np.float64, copy=True)
+        return rows + self.strength * (images - rows)
 
     def _class_weights(self, Xs, codes, Xt):
         """Source row weights giving each class its target proportion (``None``: uniform)."""
@@ -690,7 +713,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Training rows get their fitted images. Other rows: with ``direction="forward"`` and no
         labels in the cost, the map itself (``transport_.transform``); otherwise the
         displacement of the nearest training source row is applied (the usual out-of-sample
-        rule of barycentric mappings).
+        rule of barycentric mappings). Either way a row moves by ``strength`` of its
+        displacement (not at all with ``strength=0``).
 
         Parameters
         ----------
@@ -707,9 +731,10 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         X64 = np.asarray(X, dtype=np.float64)
         near = _nearest_rows(X64, self.X_source_)
         exact = np.all(self.X_source_[near] == X64, axis=1)
-        out = X64 + self.X_source_transported_[near] - self.X_source_[near]
+        out = X64 + (self.X_source_transported_[near] - self.X_source_[near])
         if self.direction == "forward" and self.label_weight == 0 and not exact.all():
-            out[~exact] = self.transport_.transform(X64[~exact])
+            new = X64[~exact]
+            out[~exact] = self._blend(new, np.asarray(self.transport_.transform(new), np.float64))
         out[exact] = self.X_source_transported_[near[exact]]
         return out.astype(X.dtype, copy=False)
 

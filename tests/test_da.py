@@ -474,6 +474,153 @@ def test_given_proportions_are_used():
     np.testing.assert_allclose(weights[ys == 1], 0.2 / 60)
 
 
+# ------------------------------------------------------------------ strength
+@pytest.mark.parametrize("strength", [-0.1, 1.5, "half", None])
+def test_strength_is_validated(strength):
+    Xs, ys, Xt, _ = _shifted_problem()
+    with pytest.raises(InvalidParameterError, match="strength"):
+        OTNetAdapter(strength=strength).fit(Xs, ys, X_target=Xt)
+
+
+@pytest.mark.parametrize(
+    "params", [{}, {"direction": "barycentric"}, {"label_weight": 1.0}], ids=str
+)
+def test_strength_zero_is_no_adaptation(routing, params):
+    Xs, ys, Xt, _ = _shifted_problem()
+    adapter = OTNetAdapter(strength=0.0, **params)
+    moved = adapter.fit_transform(Xs, ys, X_target=Xt)
+    np.testing.assert_array_equal(moved, Xs)
+    np.testing.assert_array_equal(adapter.X_source_transported_, Xs)
+    # The full map would move the source.
+    assert not np.allclose(OTNetAdapter(**params).fit_transform(Xs, ys, X_target=Xt), Xs)
+    # New source rows, stacked rows: unchanged too.
+    new = Xs[:7] + 0.01
+    np.testing.assert_array_equal(adapter.transform_source(new), new)
+    stacked = np.vstack([new, Xt[:3]])
+    out = adapter.transform(stacked, sample_domain=np.r_[np.ones(7), -np.ones(3)])
+    np.testing.assert_array_equal(out, stacked)
+    # The pipeline predicts exactly as scaler -> classifier without the adapter.
+    pipe = _pipeline(strength=0.0, **params).fit(Xs, ys, X_target=Xt)
+    plain = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5)).fit(Xs, ys)
+    np.testing.assert_array_equal(pipe.predict(Xt), plain.predict(Xt))
+    np.testing.assert_array_equal(
+        pipe[-1].predict_proba(pipe[0].transform(Xt)), plain.predict_proba(Xt)
+    )
+
+
+def test_strength_one_is_the_full_map():
+    Xs, ys, Xt, _ = _shifted_problem()
+    default = OTNetAdapter().fit(Xs, ys, X_target=Xt)
+    full = OTNetAdapter(strength=1.0).fit(Xs, ys, X_target=Xt)
+    assert OTNetAdapter().strength == 1.0
+    # Forward images are target rows, returned exactly (no x + 1 * (T(x) - x) rounding).
+    images = full.transport_.transform(Xs)
+    np.testing.assert_array_equal(full.X_source_transported_, images)
+    np.testing.assert_array_equal(default.X_source_transported_, images)
+    new = Xs[:5] + 0.01
+    np.testing.assert_array_equal(full.transform_source(new), full.transport_.transform(new))
+
+
+@pytest.mark.parametrize("direction", ["forward", "barycentric"])
+def test_intermediate_strength_is_the_convex_combination(direction):
+    Xs, ys, Xt, _ = _shifted_problem()
+    adapter = OTNetAdapter(strength=0.3, direction=direction)
+    moved = adapter.fit_transform(Xs, ys, X_target=Xt)
+    full = adapter._training_images(Xs, Xt)  # the map's own images of the training rows
+    np.testing.assert_allclose(moved, Xs + 0.3 * (full - Xs))
+    assert not np.allclose(moved, full)
+    # Out of sample: forward uses the map, barycentric the nearest row's displacement; both
+    # move by 30% of it.
+    new = Xs[:5] + 0.01
+    if direction == "forward":
+        expected = new + 0.3 * (adapter.transport_.transform(new) - new)
+    else:
+        expected = new + 0.3 * (full[:5] - Xs[:5])
+    np.testing.assert_allclose(adapter.transform_source(new), expected)
+    # float32 in, float32 out.
+    assert adapter.fit_transform(Xs.astype(np.float32), ys, X_target=Xt).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "share, shift, expected",
+    [(0.2, (0.0, 0.0), 0.0), (0.5, (3.0, 1.0), 1.0)],
+    ids=["target-shift-only", "moved-target"],
+)
+def test_grid_search_over_strength_without_target_labels(routing, share, shift, expected):
+    # Target shift only (20% of class 1 in the target instead of 50%, nothing moved): an
+    # equal-weight map pushes 30% of the mass into the wrong class, no adaptation is right.
+    # Target moved by (3, 1), same proportions: the plain classifier mislabels a whole blob.
+    # Measured reverse scores (strength 0, 0.5, 1): 0.983, 0.808, 0.883 and 0.500, 0.925, 0.958.
+    Xs, ys, Xt, yt = _label_shift_problem(share, shift=shift)
+    search = GridSearchCV(
+        _pipeline(),
+        {"otnetadapter__strength": [0.0, 0.5, 1.0]},
+        cv=KFold(3, shuffle=True, random_state=0),
+        scoring=ReverseValidationScorer(),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search.fit(Xs, ys, X_target=Xt)
+    assert search.best_params_["otnetadapter__strength"] == expected
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[[0.0, 0.5, 1.0].index(expected)] > np.sort(scores)[-2]  # no tie
+    accuracy = {
+        s: clone(_pipeline(strength=s)).fit(Xs, ys, X_target=Xt).score(Xt, yt) for s in (0.0, 1.0)
+    }
+    assert np.mean(search.predict(Xt) == yt) == accuracy[expected]
+    assert accuracy[expected] > accuracy[1.0 - expected] + 0.1
+
+
+def test_skada_grid_search_over_strength():
+    skada = _import_skada()
+    from skada.datasets import make_shifted_datasets
+    from skada.model_selection import SourceTargetShuffleSplit
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # skada's dataset helper
+            X, y, sd = make_shifted_datasets(
+                n_samples_source=10,
+                n_samples_target=10,
+                shift="conditional_shift",
+                noise=None,
+                label="binary",
+                random_state=0,
+            )
+        y_masked = np.where(sd >= 0, y, -1)
+        search = GridSearchCV(
+            skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), KNeighborsClassifier()),
+            {"otnetadapter__strength": [0.0, 1.0]},
+            cv=SourceTargetShuffleSplit(n_splits=2, random_state=0),
+            scoring=ReverseValidationScorer(),
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            search.fit(X, y_masked, sample_domain=sd)
+        accuracy = np.mean(search.predict(X[sd < 0]) == y[sd < 0])
+    # Each class moved: no adaptation labels the target wrongly, the transport rightly
+    # (measured reverse scores 0.375 and 1.0, target accuracy 1.0).
+    assert search.best_params_["otnetadapter__strength"] == 1.0
+    scores = search.cv_results_["mean_test_score"]
+    assert scores[1] > scores[0] + 0.2
+    assert accuracy >= 0.9
+
+
+def test_sklearn_parameter_checks():
+    # sklearn's generic checks need a fit without target data, which the adapter refuses;
+    # those on parameters alone (the new ``strength`` included) apply.
+    from sklearn.utils import estimator_checks as ec
+
+    for check in [
+        ec.check_no_attributes_set_in_init,
+        ec.check_parameters_default_constructible,
+        ec.check_get_params_invariance,
+        ec.check_set_params,
+        ec.check_do_not_raise_errors_in_init_or_set_params,
+    ]:
+        check("OTNetAdapter", OTNetAdapter())
+
+
 # ------------------------------------------------------------------ scorer
 def test_reverse_scorer_ranks_adaptation_above_no_adaptation(routing):
     Xs, ys, Xt, _ = _shifted_problem()
