@@ -120,7 +120,8 @@ def methods():
 
 # The label-free choice between no adaptation and the full map (candidates in this order; a
 # tie goes to the first). ``SKOT_FULL_GRID=1`` searches a larger grid, strength in
-# {0, 0.5, 1} x class proportions {source, estimated}: about 2.5 times the run time.
+# {0, 0.5, 1} x class proportions {source, estimated}: about 2.5 times the run time (the
+# scorer ranks intermediate strengths poorly; see the user guide).
 FULL_GRID = os.environ.get("SKOT_FULL_GRID") == "1"
 GRID = [{"otnetadapter__strength": [0.0, 1.0]}]
 if FULL_GRID:

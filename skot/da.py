@@ -348,9 +348,10 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``class_proportions_`` are set). Applies to ``fit_transform``, to source rows in
         :meth:`transform` and :meth:`transform_source`, and so to the rows the classifier
         learns from; the map itself (``transport_``, label transfer, the class-aware
-        pseudo-labels) is the full one. A label-free scorer in ``GridSearchCV`` can choose it
-        (see the user guide): under a covariate or target shift the right amount of
-        transport is often none.
+        pseudo-labels) is the full one. A label-free scorer in ``GridSearchCV`` can choose
+        between ``0`` and ``1``, that is whether to adapt (under a covariate or target shift
+        the right amount of transport is often none); measured, it ranks intermediate
+        values badly (see the user guide).
 
     Attributes
     ----------
@@ -934,8 +935,9 @@ class ReverseValidationScorer:
     no adaptation kept on every target-shift dataset and the map on every conditional-shift
     one, both right; on the covariate shift no adaptation (right) kept on two seeds of five,
     since with no adaptation held-out source rows outside the target's support are
-    extrapolated by the reverse classifier. Between intermediate strengths its ranking is
-    noise.
+    extrapolated by the reverse classifier. It favours intermediate strengths over the full
+    map (on the rotated digits ``strength=0.5`` on three splits of three, 2.6-3.2 points of target
+    accuracy below ``1``): search ``strength`` in ``{0, 1}``, not between.
 
     Examples
     --------
