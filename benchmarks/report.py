@@ -25,6 +25,7 @@ SECTION_ORDER = (
     "summary",
     "accuracy",
     "scale",
+    "assignment",
     "throughput",
     "error_study",
     "reuse",

@@ -201,3 +201,25 @@ def test_command_line_rejects_unknown_benchmark():
         text=True,
     )
     assert proc.returncode == 2 and "nope" in proc.stderr
+
+
+def test_widest_margin_heights_carry_the_exact_assignment():
+    """The heights found give every sample its assigned target with the reported margin, and
+    the assignment is the optimal one (brute force over all permutations of 6 points)."""
+    import itertools
+
+    from benchmarks.assignment import widest_margin_heights
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    sigma, h, margin, tried = widest_margin_heights(X, Y)
+    best = max(
+        itertools.permutations(range(6)), key=lambda p: sum(X[i] @ Y[p[i]] for i in range(6))
+    )
+    assert tuple(sigma) == best
+    scores = X @ Y.T + h
+    assert np.array_equal(scores.argmax(1), sigma)
+    own = scores[np.arange(6), sigma]
+    scores[np.arange(6), sigma] = -np.inf
+    assert margin > 0 and np.isclose((own - scores.max(1)).min(), margin)
+    assert tried > margin
