@@ -143,6 +143,9 @@ class SolverState:
     temperature: float | None = None
     damping: float = 1e-2
     restarted: bool = False
+    # Cell of every training sample at the final heights, when the last steps were Newton steps
+    # (their pass has it): spares the caller a pass. Transient, not part of the snapshot.
+    assignment: Tensor | None = None
 
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
@@ -436,6 +439,7 @@ def run(
     if _starts_exact(state, problem, config):
         state.batch_size = max(state.batch_size, problem.n_samples)
     state.restarted = False
+    state.assignment = None
     current = None  # the Newton pass at the current heights
     while state.step < end_step:
         full = _full_batch(state, problem)
@@ -497,6 +501,8 @@ def run(
         if _record(state, nu, marginal_error(em, nu), config, max_batch, start, callback):
             break
     _check_finite(state, good)
+    if current is not None:
+        state.assignment = current.index[:, 0]
     return state
 
 

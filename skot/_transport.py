@@ -634,7 +634,9 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         state = self._state
         with torch.no_grad():
             h = state.model(self._target_t)
-            val, idx = _solver.power_assign(problem.source, self._target_t, h)
+            idx, state.assignment = state.assignment, None
+            if idx is None or idx.shape[0] != problem.n_samples:
+                _, idx = _solver.power_assign(problem.source, self._target_t, h)
             w = (
                 torch.full((problem.n_samples,), 1.0 / problem.n_samples, device=self.device_)
                 if problem.source_weight is None

@@ -399,3 +399,19 @@ def test_warm_start_on_a_changed_target_gives_a_valid_map(change, rng):
     ot.fit(X, X_target=Y2, target_weight=nu)
     assert ot.n_iter_ > before and ot.converged_ and ot.marginal_error_ <= ot.tol
     assert ot.target_.shape == (len(Y2), 2)
+
+
+@pytest.mark.parametrize("solver", ["newton", "adam"])
+def test_fitted_attributes_agree_with_predict_index(device, solver):
+    """marginal_error_ and barycenters_ describe the cells predict_index gives the training
+    sample, whether or not they were taken from the solver's last pass (Newton steps)."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(3000, 2))
+    Y = rng.uniform(-2, 2, size=(40, 2))
+    est = OTNetTransport(height="vector", solver=solver, max_iter=30, random_state=0, device=device)
+    est.fit(X, X_target=Y)
+    idx = est.predict_index(X)
+    counts = np.bincount(idx, minlength=40) / 3000
+    assert est.marginal_error_ == pytest.approx(0.5 * np.abs(counts - 1 / 40).sum(), abs=1e-6)
+    for j in np.flatnonzero(counts):
+        np.testing.assert_allclose(est.barycenters_[j], X[idx == j].mean(0), rtol=1e-5, atol=1e-5)
