@@ -483,10 +483,18 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             self.n_iter_ += self._state.step - steps_before
             self._finish(problem, config)
         if not self.converged_ and not one_pass:
+            per_target = problem.n_samples / self.target_.shape[0]
+            hint = ""
+            if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
+                hint = (
+                    f" With {per_target:.2g} samples per target the map is close to an "
+                    "assignment, which float32 scores resolve only approximately past about "
+                    "1,000 points (user guide: 'As many samples as targets')."
+                )
             warnings.warn(
                 f"OTNetTransport stopped after {self._state.step - steps_before} iterations "
                 f"with marginal error "
-                f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.",
+                f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.{hint}",
                 ConvergenceWarning,
                 stacklevel=4,
             )

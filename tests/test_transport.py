@@ -415,3 +415,18 @@ def test_fitted_attributes_agree_with_predict_index(device, solver):
     assert est.marginal_error_ == pytest.approx(0.5 * np.abs(counts - 1 / 40).sum(), abs=1e-6)
     for j in np.flatnonzero(counts):
         np.testing.assert_allclose(est.barycenters_[j], X[idx == j].mean(0), rtol=1e-5, atol=1e-5)
+
+
+def test_convergence_warning_explains_the_assignment_regime():
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(300, 2)), rng.normal(size=(300, 2))
+    with pytest.warns(ConvergenceWarning, match="1 samples per target .* assignment"):
+        OTNetTransport(height="vector", max_iter=3, random_state=0).fit(X, X_target=Y)
+    # Many samples per target: the plain message.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        OTNetTransport(height="vector", max_iter=1, random_state=0).fit(
+            rng.normal(size=(3000, 2)), X_target=Y[:30]
+        )
+    messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
+    assert messages and "assignment" not in messages[0]
