@@ -228,8 +228,8 @@ def run(quick: bool, fig_dir: Path) -> str:
         + (f"\n![fit time and peak memory versus size]({fig})\n" if fig else "")
         + "\n### skot alone: large problem\n\n"
         f"skot settings: {large_txt} (a cap on steps so the run fits the benchmark budget; "
-        "the TV column says how far it got; vector heights take Newton steps here, 100 "
-        "samples per target).\n\n"
+        "the TV column says how far it got; vector heights take Newton steps here, "
+        f"{large[0][0] // large[0][1]} samples per target).\n\n"
         + md_table(
             ["n", "m", "d", "height", "fit (s)", "peak MB", "TV reached", "steps", "s / step"],
             large_rows,
