@@ -248,14 +248,16 @@ def test_skada_pipeline_splitter_and_scorer():
     from sklearn.model_selection import cross_validate
 
     with sklearn.config_context(enable_metadata_routing=True):
-        X, y, sd = make_shifted_datasets(
-            n_samples_source=20,
-            n_samples_target=20,
-            shift="conditional_shift",
-            noise=None,
-            label="binary",
-            random_state=0,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # skada's dataset helper
+            X, y, sd = make_shifted_datasets(
+                n_samples_source=20,
+                n_samples_target=20,
+                shift="conditional_shift",
+                noise=None,
+                label="binary",
+                random_state=0,
+            )
         Xs, ys, Xt, yt = X[sd >= 0], y[sd >= 0], X[sd < 0], y[sd < 0]
         pipe = skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), KNeighborsClassifier())
         y_masked = np.where(sd >= 0, y, -1)
