@@ -240,24 +240,31 @@ def _import_skada():
         return pytest.importorskip("skada")
 
 
+def _skada_conditional_shift(n_per_cluster):
+    """skada's conditional-shift toy data, stacked with ``sample_domain`` (quietly: its
+    helper warns about its own deprecated default)."""
+    from skada.datasets import make_shifted_datasets
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return make_shifted_datasets(
+            n_samples_source=n_per_cluster,
+            n_samples_target=n_per_cluster,
+            shift="conditional_shift",
+            noise=None,
+            label="binary",
+            random_state=0,
+        )
+
+
 def test_skada_pipeline_splitter_and_scorer():
     skada = _import_skada()
-    from skada.datasets import make_shifted_datasets
     from skada.metrics import PredictionEntropyScorer
     from skada.model_selection import SourceTargetShuffleSplit
     from sklearn.model_selection import cross_validate
 
     with sklearn.config_context(enable_metadata_routing=True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # skada's dataset helper
-            X, y, sd = make_shifted_datasets(
-                n_samples_source=20,
-                n_samples_target=20,
-                shift="conditional_shift",
-                noise=None,
-                label="binary",
-                random_state=0,
-            )
+        X, y, sd = _skada_conditional_shift(20)
         Xs, ys, Xt, yt = X[sd >= 0], y[sd >= 0], X[sd < 0], y[sd < 0]
         pipe = skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), KNeighborsClassifier())
         y_masked = np.where(sd >= 0, y, -1)
@@ -576,20 +583,10 @@ def test_grid_search_over_strength_without_target_labels(routing, share, shift, 
 
 def test_skada_grid_search_over_strength():
     skada = _import_skada()
-    from skada.datasets import make_shifted_datasets
     from skada.model_selection import SourceTargetShuffleSplit
 
     with sklearn.config_context(enable_metadata_routing=True):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # skada's dataset helper
-            X, y, sd = make_shifted_datasets(
-                n_samples_source=10,
-                n_samples_target=10,
-                shift="conditional_shift",
-                noise=None,
-                label="binary",
-                random_state=0,
-            )
+        X, y, sd = _skada_conditional_shift(10)
         y_masked = np.where(sd >= 0, y, -1)
         search = GridSearchCV(
             skada.make_da_pipeline(StandardScaler(), OTNetAdapter(), KNeighborsClassifier()),
