@@ -78,7 +78,7 @@ def widest_margin_heights(
             hi = delta
             break
         lo, best, delta = delta, h, 4 * delta
-    for _ in range(3):
+    for _ in range(3 if math.isfinite(hi) else 0):  # hi infinite: every margin tried held
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 4
         h = _feasible(A, sigma, mid)
         if h is None:

@@ -223,3 +223,12 @@ def test_widest_margin_heights_carry_the_exact_assignment():
     scores[np.arange(6), sigma] = -np.inf
     assert margin > 0 and np.isclose((own - scores.max(1)).min(), margin)
     assert tried > margin
+
+
+def test_gpu_benchmark_leaves_the_kernel_choice_as_it_found_it():
+    from benchmarks.gpu import run_gpu
+    from skot import _kernels
+
+    before = _kernels.GROUPED_REDUCTIONS
+    run_gpu("cpu", tiny=True, large_fit=False)
+    assert _kernels.GROUPED_REDUCTIONS is before
