@@ -106,8 +106,8 @@ def run(quick: bool, fig_dir: Path) -> str:
                 note = f"{fitted.info['n_iter']} steps, train TV {fitted.info['train_tv']:.4f}" + (
                     "" if fitted.info["converged"] else " (not converged)"
                 )
-            elif "reg_e" in fitted.info:
-                note = f"reg_e {fitted.info['reg_e']:.3g}"
+            if "reg_e" in fitted.info:
+                note += (", " if note else "") + f"reg_e {fitted.info['reg_e']:.3g}"
             rows.append(
                 [
                     label,
@@ -172,7 +172,10 @@ def run(quick: bool, fig_dir: Path) -> str:
         "`ot.da.SinkhornTransport` (log-domain, continuous out-of-sample map) with reg_e = "
         "0.01 x the mean squared source-target distance; a weighted target reaches them "
         "through their `distribution_estimation` hook (the same plan as its rows repeated in "
-        "proportion). The max-affine problems give every method the exact target (the "
+        "proportion). skot-soft is skot's entropic map (free heights) at the same "
+        "temperature as that Sinkhorn map (`epsilon` = reg_e / (2 `scale_`^2)): the same "
+        "entropic problem, solved semi-discretely, so the two differ only by their solvers' "
+        "tolerances. The max-affine problems give every method the exact target (the "
         "slopes weighted by their cells' masses): T is the optimal map onto it, not onto a "
         "sampled target."
         + (

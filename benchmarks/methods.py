@@ -11,7 +11,15 @@ import numpy as np
 
 __all__ = ["METHODS", "FittedMap", "fit_method", "sinkhorn_reg"]
 
-METHODS = ("skot-vector", "skot-network", "skot-residual", "pot-emd", "pot-sinkhorn", "identity")
+METHODS = (
+    "skot-vector",
+    "skot-network",
+    "skot-residual",
+    "skot-soft",
+    "pot-emd",
+    "pot-sinkhorn",
+    "identity",
+)
 
 
 @dataclass
@@ -55,7 +63,10 @@ def fit_method(
     POT's classes get it through their ``distribution_estimation`` hook (source uniform).
     They map new points with their out-of-sample rules: ``EMDTransport`` moves a new point by
     the barycentric displacement of its nearest training point, and ``SinkhornTransport``
-    uses its continuous entropic map.
+    uses its continuous entropic map. ``"skot-soft"`` is skot's entropic map (free heights)
+    at Sinkhorn's temperature: POT's plan ``exp(-|x - y|^2 / reg_e)`` is a softmax of the
+    scores ``<x, y> + h`` at ``reg_e / 2`` in the input's units, so
+    ``epsilon = reg_e / (2 scale_**2)``; a one-step fit first reads skot's ``scale_``.
     """
     if method == "identity":
         return FittedMap(method, lambda Z: Z, 0.0)
@@ -64,15 +75,18 @@ def fit_method(
         from skot import OTNetTransport
 
         params = dict(skot_params or {})
-        est = OTNetTransport(height=method[5:], random_state=seed, **params)
+        height, info = method[5:], {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if height == "soft":
+                height, reg = "vector", sinkhorn_reg(X, Y, sinkhorn_relative, target_weight)
+                probe = OTNetTransport(height=height, max_iter=1)
+                scale = probe.fit(X, X_target=Y, target_weight=target_weight).scale_
+                params["epsilon"] = reg / (2 * scale**2)
+                info["reg_e"] = reg
+            est = OTNetTransport(height=height, random_state=seed, **params)
             est.fit(X, X_target=Y, target_weight=target_weight)
-        info = {
-            "n_iter": est.n_iter_,
-            "train_tv": est.marginal_error_,
-            "converged": est.converged_,
-        }
+        info.update(n_iter=est.n_iter_, train_tv=est.marginal_error_, converged=est.converged_)
         return FittedMap(method, est.transform, time.perf_counter() - start, info)
     import ot
 

@@ -159,8 +159,9 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Evaluations without a 1% improvement of the marginal error before the batch grows or
         the learning rate halves.
     epsilon : float, default=0.0
-        Entropic smoothing (in standardised units). ``0`` gives the hard map; ``epsilon > 0``
-        replaces the max by a log-sum-exp and the map by a softmax-weighted mean of targets.
+        Entropic smoothing (in standardised units, see ``scale_``). ``0`` gives the hard map;
+        ``epsilon > 0`` replaces the max by a log-sum-exp and the map by a softmax-weighted
+        mean of targets.
     bandwidth : float, default=0.0
         Gaussian kernel smoothing of the source sample (in standardised units): the source
         becomes a measure with a density, sampled afresh at every step.
@@ -187,6 +188,12 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         the inverse map.
     potential_ : torch.nn.Module
         The trained height model (in standardised coordinates).
+    center_ : ndarray of shape (n_features,)
+        Centre of the internal standardisation ``x' = (x - center_) / scale_`` (the source
+        mean), shared by source and target.
+    scale_ : float
+        Its scale. ``epsilon``, ``bandwidth`` and the height step size are in these
+        standardised units: ``epsilon * scale_**2`` is the temperature in the input's units.
     device_ : torch.device
         Where the model lives.
     n_iter_ : int
@@ -536,8 +543,8 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         spread = w @ np.einsum("ij,ij->i", X, X) - center @ center
         spread += nu @ ((Y - center) ** 2).sum(axis=1)
         scale = math.sqrt(spread / (2 * X.shape[1]))
-        self._center = center.astype(np.float64)
-        self._scale = scale if scale > 0 and math.isfinite(scale) else 1.0
+        self.center_ = center.astype(np.float64)
+        self.scale_ = scale if scale > 0 and math.isfinite(scale) else 1.0
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=device).manual_seed(seed)
         cpu_gen = torch.Generator().manual_seed(seed)
@@ -622,7 +629,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out = torch.empty(A.shape, dtype=_DTYPE)
         rows = max(1, 2**22 // max(A.shape[1], 1))
         for r0 in range(0, A.shape[0], rows):
-            chunk = (A[r0 : r0 + rows].astype(np.float64) - self._center) / self._scale
+            chunk = (A[r0 : r0 + rows].astype(np.float64) - self.center_) / self.scale_
             out[r0 : r0 + rows] = torch.from_numpy(chunk)
         return out.to(device or self.device_)
 
@@ -661,7 +668,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         sums = sums.double().cpu().numpy()
         Y = self.target_
         # Heights in the input's units: <x, y> + H = s^2 (<x', y'> + h') + terms without j.
-        H = self._scale**2 * h - Y @ self._center
+        H = self.scale_**2 * h - Y @ self.center_
         self.heights_ = H - self.target_weight_ @ H
         occupied = masses > 0
         bary_t = self._target_t.clone()
@@ -671,7 +678,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ).to(self.device_)
         self._barycenters_t = bary_t
         bary = Y.copy()
-        bary[occupied] = (sums[occupied] / masses[occupied, None]) * self._scale + self._center
+        bary[occupied] = (sums[occupied] / masses[occupied, None]) * self.scale_ + self.center_
         self.barycenters_ = bary
         if config.epsilon == 0 and problem.is_empirical:
             self.marginal_error_ = 0.5 * float(np.abs(masses - self.target_weight_).sum())
@@ -733,7 +740,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             for r0 in range(0, Xt.shape[0], rows):
                 scores = torch.addmm(h, Xt[r0 : r0 + rows], Y.T) / self.epsilon
                 out[r0 : r0 + rows] = torch.softmax(scores, dim=1) @ Y
-        return out.cpu().numpy() * self._scale + self._center
+        return out.cpu().numpy() * self.scale_ + self.center_
 
     def predict_index(self, X) -> np.ndarray:
         """Index into ``target_`` of the cell that contains each row of ``X``.

@@ -754,9 +754,7 @@ def _temperature(transport: OTNetTransport) -> float:
     Scores ``<x, y_j> + heights_j`` in input units are ``scale**2`` times the solver's
     standardised scores (up to a per-row constant), where ``epsilon`` is defined.
     """
-    # OTNetTransport exposes no public scale; its internal standardisation is used here.
-    scale = float(getattr(transport, "_scale", 1.0))
-    return transport.epsilon * scale**2
+    return transport.epsilon * transport.scale_**2
 
 
 def label_proportions(transport, X_source, y_source):

@@ -142,6 +142,18 @@ def test_weighted_target_equals_repeated_rows(method):
     np.testing.assert_allclose(weighted.transform(Z), repeated.transform(Z), atol=1e-9)
 
 
+def test_skot_soft_is_sinkhorns_entropic_map():
+    # The same entropic problem at the same temperature: the maps agree to the solvers'
+    # tolerance (a temperature off by a factor 2 moves some images by 0.7 here).
+    rng = np.random.default_rng(0)
+    X, Z = rng.normal(size=(400, 2)), rng.normal(size=(500, 2))
+    Y = rng.normal(size=(8, 2)) * 1.5
+    soft = fit_method("skot-soft", X, Y, skot_params={"max_iter": 2000, "tol": 1e-5})
+    sinkhorn = fit_method("pot-sinkhorn", X, Y)
+    assert soft.info["converged"]
+    np.testing.assert_allclose(soft.transform(Z), sinkhorn.transform(Z), atol=3e-3)
+
+
 def test_sinkhorn_honours_target_weights():
     rng = np.random.default_rng(0)
     X, Z = rng.normal(size=(400, 2)), rng.normal(size=(2000, 2))

@@ -138,13 +138,28 @@ def test_entropic_map_is_a_smooth_mean_of_targets(rng):
     assert ot.converged_
 
 
+def test_entropic_map_in_input_units(rng):
+    # Standardisation is public: the soft map is the softmax of the input-unit scores at
+    # temperature epsilon * scale_**2 (what POT calls reg_e / 2 for the squared distance).
+    X = rng.normal(size=(2000, 2)) * 5 + 3
+    Y = rng.normal(size=(15, 2)) * 2 - 1
+    ot = OTNetTransport(height="vector", epsilon=0.2, random_state=0).fit(X, X_target=Y)
+    np.testing.assert_allclose(ot.center_, X.mean(axis=0))
+    assert ot.scale_ > 1
+    Z = rng.normal(size=(50, 2)) * 5 + 3
+    s = (Z @ ot.target_.T + ot.heights_) / (ot.epsilon * ot.scale_**2)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    expected = (p / p.sum(axis=1, keepdims=True)) @ ot.target_
+    np.testing.assert_allclose(ot.transform(Z), expected, rtol=1e-6, atol=1e-6)
+
+
 def test_kernel_smoothed_source(rng):
     X = rng.normal(size=(500, 2))
     Y = rng.normal(size=(20, 2))
     ot = OTNetTransport(height="vector", bandwidth=0.3, tol=0.03, max_iter=3000, random_state=0)
     ot.fit(X, X_target=Y)
     assert ot.converged_
-    fresh = X[rng.integers(0, 500, 200_000)] + 0.3 * ot._scale * rng.normal(size=(200_000, 2))
+    fresh = X[rng.integers(0, 500, 200_000)] + 0.3 * ot.scale_ * rng.normal(size=(200_000, 2))
     assert -ot.score(fresh) < 0.04
 
 
