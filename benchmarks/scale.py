@@ -18,7 +18,7 @@ import numpy as np
 
 from ._util import load_note, md_table, run_case, section_header
 
-__all__ = ["case_pot", "case_skot", "make_data", "run"]
+__all__ = ["case_pot", "case_profile", "case_skot", "make_data", "run"]
 
 #: POT cases whose dense matrices would need more than this many GB are skipped, not
 #: attempted; ``SKOT_BENCH_POT_GB`` overrides it (e.g. 20 on a quiet machine with 25 GB of RAM,
@@ -82,6 +82,58 @@ def case_skot(n: int, m: int, d: int, params: dict) -> dict:
 def _pot_gb(n: int, m: int, solver: str) -> float:
     # float64 cost matrix plus plan (emd), plus the log-domain work arrays (sinkhorn).
     return n * m * 8 * (2 if solver == "emd" else 5) / 1e9
+
+
+#: Operators of a hard pass, grouped for the profile (total time, children included:
+#: ``addmm`` copies its bias into the output before the product).
+PROFILE_GROUPS = {
+    "matrix product": ("aten::addmm", "aten::mm"),
+    "row reductions": ("aten::amax", "aten::max", "aten::argmax", "aten::topk", "aten::gather"),
+    "cell counts": ("aten::bincount",),
+}
+
+
+def case_profile(n: int, d: int, steps: int) -> dict:
+    """Where a fit's time goes: ``steps`` steps of skot at n = m under ``torch.profiler``."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from skot import OTNetTransport
+
+    X, Y = make_data(n, n, d)
+    est = OTNetTransport(height="vector", max_iter=steps, random_state=0)
+    with warnings.catch_warnings(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        est.fit(X, X_target=Y)
+        seconds = time.perf_counter() - start
+    totals = {e.key: e.cpu_time_total / 1e6 for e in prof.key_averages()}
+    shares = {
+        g: sum(totals.get(k, 0.0) for k in ops) / seconds for g, ops in PROFILE_GROUPS.items()
+    }
+    return {
+        "seconds": seconds,
+        "steps": est.n_iter_,
+        "shares": shares,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _profile_text(prof: dict, n: int, d: int, emd_seconds: float, max_iter: int) -> str:
+    per_step = prof["seconds"] / max(prof["steps"], 1)
+    parts = ", ".join(f"{g} {v:.0%}" for g, v in prof["shares"].items())
+    other = 1 - sum(prof["shares"].values())
+    text = (
+        f"Profile of skot at n = m = {n:,}, d = {d} ({prof['steps']} steps under "
+        f"`torch.profiler`, {prof['threads']} thread): {per_step:.2f} s per step, each one "
+        f"pass over n x m = {n * n:.1e} scores; {parts}, other {other:.0%}."
+    )
+    if emd_seconds == emd_seconds:
+        text += (
+            f" 10% of ot.emd's {emd_seconds:.0f} s allows about {0.1 * emd_seconds / per_step:.0f} "
+            f"such steps; the TV column says how far skot gets in {max_iter}."
+        )
+    return text + "\n\n"
 
 
 def run(quick: bool, fig_dir: Path) -> str:
@@ -155,6 +207,19 @@ def run(quick: bool, fig_dir: Path) -> str:
                     ]
                 )
                 print("  ", rows[-1], flush=True)
+    profile_n, profile_d = sizes[2][-1], 2
+    prof = run_case(
+        "benchmarks.scale:case_profile",
+        {"n": profile_n, "d": profile_d, "steps": 5 if quick else 20},
+        timeout,
+        isolated=not quick,
+    )
+    emd_at = curves.get((profile_d, profile_n, "pot-emd"), (math.nan,))[0]
+    profile_txt = (
+        _profile_text(prof, profile_n, profile_d, emd_at, skot_params["max_iter"])
+        if prof["status"] == "ok"
+        else ""
+    )
     large_rows = []
     for (n, m, d), params in itertools.product(large, large_params):
         res = run_case(
@@ -221,6 +286,7 @@ def run(quick: bool, fig_dir: Path) -> str:
         "time and under 1 GB; n = 10^6, m = 10^4, d = 64 in under 15 minutes and 2 GB.**\n\n"
         + "\n".join(verdicts)
         + "\n\n"
+        + profile_txt
         + md_table(
             ["d", "n", "m", "method", "fit (s)", "peak MB", "cost / exact", "TV", "skot steps"],
             rows,
