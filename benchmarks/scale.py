@@ -136,6 +136,21 @@ def _profile_text(prof: dict, n: int, d: int, emd_seconds: float, max_iter: int)
     return text + "\n\n"
 
 
+#: Cases faster than this many seconds are run three times (each in a fresh process) and
+#: the fastest kept: one run of a 1-second case measured 2.4 s once, right after ot.emd's
+#: 16 GB case, against 0.9 s in every repeat.
+REPEAT_BELOW_S = 5.0
+
+
+def _fastest_of(func: str, kwargs: dict, timeout: float, quick: bool) -> dict:
+    """:func:`run_case`, repeated for short cases; the fastest run (with its own memory)."""
+    res = run_case(func, kwargs, timeout, isolated=not quick)
+    if quick or res["status"] != "ok" or res["seconds"] >= REPEAT_BELOW_S:
+        return res
+    runs = [res] + [run_case(func, kwargs, timeout) for _ in range(2)]
+    return min((r for r in runs if r["status"] == "ok"), key=lambda r: r["seconds"])
+
+
 def run(quick: bool, fig_dir: Path) -> str:
     """Run the size sweep and the large skot case; return the Markdown section."""
     start, load = time.perf_counter(), load_note()
@@ -174,18 +189,18 @@ def run(quick: bool, fig_dir: Path) -> str:
                             [d, n, n, method, f"skipped (needs ~{need:.0f} GB)", "", "", "", ""]
                         )
                         continue
-                    res = run_case(
+                    res = _fastest_of(
                         "benchmarks.scale:case_pot",
                         {"n": n, "m": n, "d": d, "solver": solver},
                         timeout,
-                        isolated=not quick,
+                        quick,
                     )
                 else:
-                    res = run_case(
+                    res = _fastest_of(
                         "benchmarks.scale:case_skot",
                         {"n": n, "m": n, "d": d, "params": skot_params},
                         timeout,
-                        isolated=not quick,
+                        quick,
                     )
                 if res["status"] != "ok":
                     rows.append([d, n, n, method, res["status"], "", "", "", ""])
@@ -276,7 +291,8 @@ def run(quick: bool, fig_dir: Path) -> str:
         "sample; POT: the plan's marginal violation (row plus column TV). Peak memory: peak RSS "
         "of a fresh process minus its RSS after imports. POT cases whose dense matrices would "
         f"exceed {POT_MEMORY_BUDGET_GB:.0f} GB are skipped (`SKOT_BENCH_POT_GB` sets this "
-        "budget; ot.emd at n = m = 20,000 needs about 16 GB at its peak). "
+        "budget; ot.emd at n = m = 20,000 needs about 16 GB at its peak). Cases under "
+        f"{REPEAT_BELOW_S:.0f} s are run three times and the fastest is shown. "
         "Sinkhorn: `ot.sinkhorn(..., method='sinkhorn')`, "
         "reg = 0.01 x mean cost, 1000 iterations at most, "
         f"run up to n = {sinkhorn_max_n:,} only (time budget). "
