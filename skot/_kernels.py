@@ -167,6 +167,14 @@ def _soft_pass(
     buf = X.new_empty(rows * cols)
     for r0 in range(0, n, rows):
         xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
+        if cols >= m:
+            # All targets in one block: one product and one exp per score.
+            s = _score_block(buf, xb, Y, h, 0, m).div_(epsilon)
+            top = s.amax(dim=1, keepdim=True)
+            z = s.sub_(top).exp_().sum(dim=1)  # >= 1: the max contributes exp(0)
+            masses += s.T @ (wb / z)
+            total = total + (wb * (top.squeeze(1) + z.log())).sum() * epsilon
+            continue
         # First pass: log-sum-exp per row with a running max; second pass: the soft counts.
         lse = None
         for c0 in range(0, m, cols):

@@ -32,7 +32,8 @@ def test_power_assign_chunked_equals_dense(device, block_elements):
     assert torch.equal(idx, ref_idx)
 
 
-def test_cell_masses_hard_and_soft_match_brute_force(device):
+@pytest.mark.parametrize("block_elements", [50, 4])  # one column block, or three
+def test_cell_masses_hard_and_soft_match_brute_force(device, block_elements):
     g = torch.Generator().manual_seed(1)
     X = torch.randn(200, 2, dtype=torch.float64, generator=g).to(device)
     Y = torch.randn(11, 2, dtype=torch.float64, generator=g).to(device)
@@ -40,12 +41,12 @@ def test_cell_masses_hard_and_soft_match_brute_force(device):
     w = torch.rand(200, dtype=torch.float64, generator=g).to(device)
     w /= w.sum()
     scores = X @ Y.T + h
-    masses, mean_u = _solver.cell_masses(X, Y, h, w, block_elements=50)
+    masses, mean_u = _solver.cell_masses(X, Y, h, w, block_elements=block_elements)
     ref = torch.zeros(11, dtype=torch.float64, device=device).index_add_(0, scores.argmax(1), w)
     torch.testing.assert_close(masses, ref)
     torch.testing.assert_close(mean_u, (w * scores.max(1).values).sum())
     eps = 0.3
-    soft, soft_u = _solver.cell_masses(X, Y, h, w, epsilon=eps, block_elements=50)
+    soft, soft_u = _solver.cell_masses(X, Y, h, w, epsilon=eps, block_elements=block_elements)
     torch.testing.assert_close(soft, torch.softmax(scores / eps, 1).T @ w)
     torch.testing.assert_close(soft_u, (w * eps * torch.logsumexp(scores / eps, 1)).sum())
 
