@@ -1,32 +1,42 @@
-"""Score kernels: one pass over source points against all target points, in chunks.
+"""Score kernels: every computation of power scores ``<x, y_j> + h_j`` lives here.
 
-Pure torch. Every function processes targets in column blocks with a running reduction, so
-memory is ``O(rows x block)`` whatever the number of targets, and returns local sums (a
-data-parallel version needs one all-reduce of its outputs).
+Pure torch. :class:`PowerCells` holds one power diagram (target points and their heights) and
+offers every pass over source rows that the library needs: the cell of each row
+(:meth:`~PowerCells.assign`), its ``k`` best cells (:meth:`~PowerCells.top_k`), scores of
+given cells (:meth:`~PowerCells.scores_at`), cell masses and sums, hard or entropic
+(:meth:`~PowerCells.cell_sums`), the entropic map (:meth:`~PowerCells.soft_mean`) and the row
+closest to entering a cell (:meth:`~PowerCells.closest_to_enter`). Targets are processed in
+column blocks with a running reduction, so memory is ``O(block_elements)`` whatever the number
+of targets, and sums are local (a data-parallel fit needs one all-reduce of them). Device and
+dtype follow the inputs.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "cell_masses",
+    "BLOCK_ELEMENTS",
+    "CellSums",
+    "PowerCells",
     "default_block_elements",
     "marginal_error",
     "noise_floor",
-    "power_assign",
-    "top_scores",
 ]
 
+#: Scores computed per block, by device type: the one block-size setting of the library. On a
+#: CPU small enough to stay in the L2 cache between the product and the row reduction
+#: (measured 3-4x faster than 64 MB blocks for d = 2); on a GPU large enough to fill it.
+BLOCK_ELEMENTS = {"cpu": 2**18, "cuda": 2**24}
 
-def default_block_elements(device: torch.device) -> int:
-    """Scores computed per block: small enough to stay in a CPU's L2 cache between the
-    product and the row max (measured 3-4x faster than 64 MB blocks for d = 2), large enough
-    to fill a GPU."""
-    return 2**24 if device.type == "cuda" else 2**18
+
+def default_block_elements(device: torch.device | str) -> int:
+    """Scores per block on ``device`` (:data:`BLOCK_ELEMENTS`)."""
+    return BLOCK_ELEMENTS.get(torch.device(device).type, BLOCK_ELEMENTS["cpu"])
 
 
 def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, int]:
@@ -85,149 +95,238 @@ def _row_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return val, col
 
 
-def _score_block(buf: Tensor, xb: Tensor, Y: Tensor, h: Tensor, c0: int, cols: int) -> Tensor:
-    """Scores ``<x, y_j> + h_j`` of rows ``xb`` against targets ``c0 : c0 + cols``, written
-    into ``buf``, one buffer reused by every block of a pass: on a CPU a fresh output per
-    block costs a page fault per 4 KB (measured 1.7 against 0.7 ns per score at d = 2)."""
-    Yb = Y[c0 : c0 + cols]
-    out = buf[: xb.shape[0] * Yb.shape[0]].view(xb.shape[0], Yb.shape[0])
-    return torch.addmm(h[c0 : c0 + cols], xb, Yb.T, out=out)
+class CellSums(NamedTuple):
+    """What one pass of :meth:`PowerCells.cell_sums` returns."""
+
+    masses: Tensor  # (m,) weight of the rows in each cell (float64 for hard cells)
+    sums: Tensor | None  # (m, p) weighted sums of the rows' values per cell, or None
+    potential: Tensor | None  # () sum_i w_i u(x_i) (None when the assignment was given)
+    index: Tensor | None  # (n,) cell of every row (hard cells only)
 
 
-@torch.no_grad()
-def power_assign(
-    X: Tensor, Y: Tensor, h: Tensor, *, block_elements: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Return ``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``.
+class PowerCells:
+    """The power diagram of target points ``Y`` with heights ``h``.
 
-    Targets are processed in chunks with a running max: memory is bounded by
-    ``block_elements`` scores whatever the number of targets. Ties go to the lowest index.
-    """
-    n, m = X.shape[0], Y.shape[0]
-    block_elements = block_elements or default_block_elements(X.device)
-    best_val = torch.empty(n, dtype=X.dtype, device=X.device)
-    best_idx = torch.empty(n, dtype=torch.long, device=X.device)
-    rows, cols = _block_shape(n, m, block_elements)
-    buf = X.new_empty(rows * cols)
-    for r0 in range(0, n, rows):
-        xb = X[r0 : r0 + rows]
-        val = idx = None
-        for c0 in range(0, m, cols):
-            scores = _score_block(buf, xb, Y, h, c0, cols)
-            v, i = _row_max(scores)
-            if val is None:
-                val, idx = v, i
-            else:
-                better = v > val
-                val = torch.where(better, v, val)
-                idx = torch.where(better, i + c0, idx)
-        best_val[r0 : r0 + rows] = val
-        best_idx[r0 : r0 + rows] = idx
-    return best_val, best_idx
-
-
-@torch.no_grad()
-def top_scores(
-    X: Tensor, Y: Tensor, h: Tensor, k: int, *, block_elements: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """The ``k`` largest scores ``<x, y_j> + h_j`` of every row, in decreasing order, and
-    their target indices (``k`` is capped at the number of targets)."""
-    n, m = X.shape[0], Y.shape[0]
-    k = min(k, m)
-    rows, cols = _block_shape(n, m, block_elements or default_block_elements(X.device))
-    vals = torch.empty(n, k, dtype=X.dtype, device=X.device)
-    idx = torch.empty(n, k, dtype=torch.long, device=X.device)
-    buf = X.new_empty(rows * cols)
-    for r0 in range(0, n, rows):
-        xb = X[r0 : r0 + rows]
-        best_v = best_i = None
-        for c0 in range(0, m, cols):
-            s = _score_block(buf, xb, Y, h, c0, cols)
-            v, i = _row_topk(s, min(k, s.shape[1]))
-            i += c0
-            if best_v is not None:
-                v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
-                i = torch.cat([best_i, i], 1).gather(1, j)
-            best_v, best_i = v, i
-        vals[r0 : r0 + rows] = best_v
-        idx[r0 : r0 + rows] = best_i
-    return vals, idx
-
-
-@torch.no_grad()
-def _soft_pass(
-    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, epsilon: float, block_elements: int | None
-) -> tuple[Tensor, Tensor]:
-    """Entropic cell masses ``sum_i w_i softmax_j(s_ij / eps)`` and ``sum_i w_i lse_i``."""
-    n, m = X.shape[0], Y.shape[0]
-    block_elements = block_elements or default_block_elements(X.device)
-    masses = torch.zeros(m, dtype=X.dtype, device=X.device)
-    total = X.new_zeros(())
-    rows, cols = _block_shape(n, m, block_elements)
-    buf = X.new_empty(rows * cols)
-    for r0 in range(0, n, rows):
-        xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
-        if cols >= m:
-            # All targets in one block: one product and one exp per score.
-            s = _score_block(buf, xb, Y, h, 0, m).div_(epsilon)
-            top = s.amax(dim=1, keepdim=True)
-            z = s.sub_(top).exp_().sum(dim=1)  # >= 1: the max contributes exp(0)
-            masses += s.T @ (wb / z)
-            total = total + (wb * (top.squeeze(1) + z.log())).sum() * epsilon
-            continue
-        # First pass: log-sum-exp per row with a running max; second pass: the soft counts.
-        lse = None
-        for c0 in range(0, m, cols):
-            part = torch.logsumexp(_score_block(buf, xb, Y, h, c0, cols).div_(epsilon), dim=1)
-            lse = part if lse is None else torch.logaddexp(lse, part)
-        for c0 in range(0, m, cols):
-            s = _score_block(buf, xb, Y, h, c0, cols).div_(epsilon)
-            masses[c0 : c0 + cols] += s.sub_(lse[:, None]).exp_().T @ wb
-        total = total + (wb * lse).sum() * epsilon
-    return masses, total
-
-
-def cell_masses(
-    X: Tensor,
-    Y: Tensor,
-    h: Tensor,
-    weights: Tensor | None = None,
-    *,
-    epsilon: float = 0.0,
-    block_elements: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Mass of every power cell and the mean potential under a weighted sample.
+    Row ``x`` lies in cell ``argmax_j <x, y_j> + h_j`` (ties go to the lowest index). Every
+    method takes source rows ``X`` of shape ``(n, d)`` on the device and in the dtype of ``Y``,
+    works block by block (at most ``block_elements`` scores at a time) and needs no gradient.
 
     Parameters
     ----------
-    X : Tensor of shape (n, d)
-        Source points.
     Y : Tensor of shape (m, d)
         Target points.
     h : Tensor of shape (m,)
-        Heights.
-    weights : Tensor of shape (n,), optional
-        Non-negative weights summing to one; uniform when omitted.
-    epsilon : float
-        Entropic smoothing. ``0`` gives hard cells.
-
-    Returns
-    -------
-    masses : Tensor of shape (m,)
-        ``w_j = sum_i weights_i [x_i in cell j]`` (float64), or the soft membership in the
-        dtype of ``X`` when ``epsilon > 0``.
-    mean_potential : Tensor of shape ()
-        ``sum_i weights_i u_h(x_i)``.
+        Their heights.
+    block_elements : int, optional
+        Scores per block; :func:`default_block_elements` of the device when omitted.
     """
-    n = X.shape[0]
-    if weights is None:
-        weights = torch.full((n,), 1.0 / n, dtype=X.dtype, device=X.device)
-    if epsilon > 0:
-        return _soft_pass(X, weights, Y, h, epsilon, block_elements)
-    val, idx = power_assign(X, Y, h, block_elements=block_elements)
-    # float64 counts: the marginal error is compared with tolerances near float32 resolution.
-    masses = torch.bincount(idx, weights=weights.double(), minlength=Y.shape[0])
-    return masses, (weights * val).sum()
+
+    def __init__(self, Y: Tensor, h: Tensor, *, block_elements: int | None = None):
+        if h.shape != (Y.shape[0],):
+            raise ValueError(f"h must have shape ({Y.shape[0]},), got {tuple(h.shape)}")
+        self.Y = Y
+        self.h = h.detach()
+        self.block_elements = block_elements or default_block_elements(Y.device)
+
+    @property
+    def n_cells(self) -> int:
+        return self.Y.shape[0]
+
+    def _buffer(self, n_rows: int, n_cols: int | None = None) -> tuple[int, int, Tensor]:
+        rows, cols = _block_shape(n_rows, n_cols or self.n_cells, self.block_elements)
+        return rows, cols, self.Y.new_empty(rows * cols)
+
+    def _scores(self, buf: Tensor, xb: Tensor, c0: int, cols: int) -> Tensor:
+        """Scores of rows ``xb`` against targets ``c0 : c0 + cols``, written into ``buf``, one
+        buffer reused by every block of a pass: on a CPU a fresh output per block costs a page
+        fault per 4 KB (measured 1.7 against 0.7 ns per score at d = 2)."""
+        Yb = self.Y[c0 : c0 + cols]
+        out = buf[: xb.shape[0] * Yb.shape[0]].view(xb.shape[0], Yb.shape[0])
+        return torch.addmm(self.h[c0 : c0 + cols], xb, Yb.T, out=out)
+
+    @torch.no_grad()
+    def assign(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        """``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``."""
+        n, m = X.shape[0], self.n_cells
+        best_val = X.new_empty(n)
+        best_idx = torch.empty(n, dtype=torch.long, device=X.device)
+        rows, cols, buf = self._buffer(n)
+        for r0 in range(0, n, rows):
+            xb = X[r0 : r0 + rows]
+            val = idx = None
+            for c0 in range(0, m, cols):
+                v, i = _row_max(self._scores(buf, xb, c0, cols))
+                if val is None:
+                    val, idx = v, i
+                else:
+                    better = v > val
+                    val = torch.where(better, v, val)
+                    idx = torch.where(better, i + c0, idx)
+            best_val[r0 : r0 + rows] = val
+            best_idx[r0 : r0 + rows] = idx
+        return best_val, best_idx
+
+    @torch.no_grad()
+    def top_k(self, X: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The ``k`` largest scores of every row, in decreasing order, and their cells
+        (``k`` is capped at the number of cells)."""
+        n, m = X.shape[0], self.n_cells
+        k = min(k, m)
+        vals = X.new_empty(n, k)
+        idx = torch.empty(n, k, dtype=torch.long, device=X.device)
+        rows, cols, buf = self._buffer(n)
+        for r0 in range(0, n, rows):
+            xb = X[r0 : r0 + rows]
+            best_v = best_i = None
+            for c0 in range(0, m, cols):
+                s = self._scores(buf, xb, c0, cols)
+                v, i = _row_topk(s, min(k, s.shape[1]))
+                i += c0
+                if best_v is not None:
+                    v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
+                    i = torch.cat([best_i, i], 1).gather(1, j)
+                best_v, best_i = v, i
+            vals[r0 : r0 + rows] = best_v
+            idx[r0 : r0 + rows] = best_i
+        return vals, idx
+
+    @torch.no_grad()
+    def scores_at(self, X: Tensor, index: Tensor) -> Tensor:
+        """Scores ``<x_i, y_j> + h_j`` of every row ``i`` for its own cells ``j = index[i]``
+        (``index`` of shape ``(n, k)``)."""
+        k, d = index.shape[1], X.shape[1]
+        out = X.new_empty(index.shape)
+        rows = max(1, self.block_elements // max(k * d, 1))
+        for r0 in range(0, X.shape[0], rows):
+            cols = index[r0 : r0 + rows]
+            out[r0 : r0 + rows] = (X[r0 : r0 + rows, None, :] * self.Y[cols]).sum(2) + self.h[cols]
+        return out
+
+    @torch.no_grad()
+    def cell_sums(
+        self,
+        X: Tensor,
+        weights: Tensor | None = None,
+        values: Tensor | None = None,
+        *,
+        epsilon: float = 0.0,
+        index: Tensor | None = None,
+    ) -> CellSums:
+        """Mass of every cell under weighted rows, and the weighted sums of ``values`` in it.
+
+        Parameters
+        ----------
+        X : Tensor of shape (n, d)
+            Source rows.
+        weights : Tensor of shape (n,), optional
+            Non-negative row weights (uniform ``1 / n`` when omitted).
+        values : Tensor of shape (n, p), optional
+            Per-row values to sum per cell (``X`` itself gives the barycentre sums).
+        epsilon : float
+            ``0``: hard cells. ``> 0``: every row spreads over the cells by the softmax of its
+            scores at temperature ``epsilon`` (the entropic problem); the potential is then
+            ``epsilon * logsumexp``.
+        index : Tensor of shape (n,), optional
+            The rows' cells when already known (hard cells only): no pass over the scores.
+        """
+        n = X.shape[0]
+        if weights is None:
+            weights = X.new_full((n,), 1.0 / n)
+        if epsilon > 0:
+            return self._soft_sums(X, weights, values, epsilon)
+        potential = None
+        if index is None:
+            val, index = self.assign(X)
+            potential = (weights * val).sum()
+        # float64 counts: the marginal error is compared with tolerances near float32 resolution.
+        masses = torch.bincount(index, weights=weights.double(), minlength=self.n_cells)
+        sums = None
+        if values is not None:
+            sums = torch.zeros(self.n_cells, values.shape[1], dtype=torch.float64, device=X.device)
+            rows = max(1, self.block_elements // max(values.shape[1], 1))
+            for r0 in range(0, n, rows):
+                part = values[r0 : r0 + rows].double() * weights[r0 : r0 + rows, None].double()
+                sums.index_add_(0, index[r0 : r0 + rows], part)
+        return CellSums(masses, sums, potential, index)
+
+    def _soft_sums(self, X: Tensor, w: Tensor, values: Tensor | None, epsilon: float) -> CellSums:
+        n, m = X.shape[0], self.n_cells
+        masses = X.new_zeros(m)
+        sums = None if values is None else X.new_zeros(m, values.shape[1])
+        total = X.new_zeros(())
+        rows, cols, buf = self._buffer(n)
+        for r0 in range(0, n, rows):
+            xb, wb = X[r0 : r0 + rows], w[r0 : r0 + rows]
+            vb = None if values is None else values[r0 : r0 + rows]
+            if cols >= m:
+                # All targets in one block: one product and one exp per score.
+                s = self._scores(buf, xb, 0, m).div_(epsilon)
+                top = s.amax(dim=1, keepdim=True)
+                z = s.sub_(top).exp_().sum(dim=1)  # >= 1: the max contributes exp(0)
+                masses += s.T @ (wb / z)
+                if vb is not None:
+                    sums += s.T @ (vb * (wb / z)[:, None])
+                total = total + (wb * (top.squeeze(1) + z.log())).sum() * epsilon
+                continue
+            lse = self._row_logsumexp(buf, xb, cols, epsilon)
+            for c0 in range(0, m, cols):
+                p = self._scores(buf, xb, c0, cols).div_(epsilon).sub_(lse[:, None]).exp_()
+                masses[c0 : c0 + cols] += p.T @ wb
+                if vb is not None:
+                    sums[c0 : c0 + cols] += p.T @ (vb * wb[:, None])
+            total = total + (wb * lse).sum() * epsilon
+        return CellSums(masses, sums, total, None)
+
+    def _row_logsumexp(self, buf: Tensor, xb: Tensor, cols: int, epsilon: float) -> Tensor:
+        """``logsumexp_j(s_ij / epsilon)`` of every row, over column blocks."""
+        lse = None
+        for c0 in range(0, self.n_cells, cols):
+            part = torch.logsumexp(self._scores(buf, xb, c0, cols).div_(epsilon), dim=1)
+            lse = part if lse is None else torch.logaddexp(lse, part)
+        return lse
+
+    @torch.no_grad()
+    def soft_mean(self, X: Tensor, epsilon: float, values: Tensor | None = None) -> Tensor:
+        """``sum_j softmax_j(s_ij / epsilon) v_j`` for every row: the entropic map with the
+        default ``values = Y``."""
+        V = self.Y if values is None else values
+        n, m = X.shape[0], self.n_cells
+        out = X.new_zeros(n, V.shape[1])
+        rows, cols, buf = self._buffer(n)
+        for r0 in range(0, n, rows):
+            xb = X[r0 : r0 + rows]
+            if cols >= m:
+                s = self._scores(buf, xb, 0, m).div_(epsilon)
+                s.sub_(s.amax(dim=1, keepdim=True)).exp_()
+                out[r0 : r0 + rows] = (s @ V) / s.sum(dim=1, keepdim=True)
+                continue
+            lse = self._row_logsumexp(buf, xb, cols, epsilon)
+            acc = out[r0 : r0 + rows]
+            for c0 in range(0, m, cols):
+                p = self._scores(buf, xb, c0, cols).div_(epsilon).sub_(lse[:, None]).exp_()
+                acc += p @ V[c0 : c0 + cols]
+        return out
+
+    @torch.no_grad()
+    def closest_to_enter(self, X: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
+        """For each cell of ``cells``, the row of ``X`` closest to entering it: the largest
+        ``<x, y_j> + h_j - max_k (<x, y_k> + h_k)`` (``0`` for a row inside the cell).
+
+        Returns that gap and the row's index, one entry per cell.
+        """
+        top, _ = self.assign(X)
+        sub = PowerCells(self.Y[cells], self.h[cells], block_elements=self.block_elements)
+        best = X.new_full((cells.shape[0],), -math.inf)
+        arg = torch.zeros(cells.shape[0], dtype=torch.long, device=X.device)
+        rows, cols, buf = sub._buffer(X.shape[0])
+        for r0 in range(0, X.shape[0], rows):
+            xb, ub = X[r0 : r0 + rows], top[r0 : r0 + rows, None]
+            for c0 in range(0, sub.n_cells, cols):
+                value, row = sub._scores(buf, xb, c0, cols).sub_(ub).max(dim=0)
+                better = value > best[c0 : c0 + cols]
+                best[c0 : c0 + cols] = torch.where(better, value, best[c0 : c0 + cols])
+                arg[c0 : c0 + cols] = torch.where(better, row + r0, arg[c0 : c0 + cols])
+        return best, arg
 
 
 def noise_floor(target_weight: Tensor, batch_size: int) -> float:

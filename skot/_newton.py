@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._kernels import top_scores
+from ._kernels import PowerCells
 
 __all__ = ["Smoothed", "smoothed", "resmoothed", "newton_direction", "newton_step"]
 
@@ -66,7 +66,7 @@ def smoothed(
     ``eps=None`` takes the initial temperature: the median gap between each sample's best and
     second-best score.
     """
-    vals, idx = top_scores(X, Y, h, k)
+    vals, idx = PowerCells(Y, h).top_k(X, k)
     if eps is None:
         gap = (vals[:, 0] - vals[:, 1]).median() if vals.shape[1] > 1 else vals.new_ones(())
         eps = max(float(gap), MIN_TEMPERATURE)

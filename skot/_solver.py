@@ -27,14 +27,7 @@ import torch
 from torch import Tensor
 
 from . import _newton
-from ._kernels import (
-    cell_masses,
-    default_block_elements,
-    marginal_error,
-    noise_floor,
-    power_assign,
-    top_scores,
-)
+from ._kernels import PowerCells, default_block_elements, marginal_error, noise_floor
 from ._potentials import HeightModel
 
 __all__ = [
@@ -146,6 +139,19 @@ class SolverState:
     # Cell of every training sample at the final heights, when the last steps were Newton steps
     # (their pass has it): spares the caller a pass. Transient, not part of the snapshot.
     assignment: Tensor | None = None
+
+
+def power_assign(X, Y, h, *, block_elements=None):  # temporary, replaced by the result refactor
+    return PowerCells(Y, h, block_elements=block_elements).assign(X)
+
+
+def top_scores(X, Y, h, k, *, block_elements=None):  # temporary
+    return PowerCells(Y, h, block_elements=block_elements).top_k(X, k)
+
+
+def cell_masses(X, Y, h, weights=None, *, epsilon=0.0, block_elements=None):  # temporary
+    r = PowerCells(Y, h, block_elements=block_elements).cell_sums(X, weights, epsilon=epsilon)
+    return r.masses, r.potential
 
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from . import _solver
+from ._kernels import PowerCells
 from ._potentials import (
     HEIGHT_KINDS,
     gaussian_offset,
@@ -29,7 +30,7 @@ from ._potentials import (
     typical_spacing,
 )
 
-__all__ = ["OTNetTransport"]
+__all__ = ["OTNetTransport", "nearest_rows", "resolve_device"]
 
 _DTYPE = torch.float32
 
@@ -87,6 +88,15 @@ def _merge_duplicates(
     order = np.argsort(first)
     merged = np.bincount(inverse.ravel(), weights=nu, minlength=uniq.shape[0])
     return uniq[order], merged[order], first[order]
+
+
+def nearest_rows(A, B) -> np.ndarray:
+    """Index of the nearest row of ``B`` for every row of ``A`` (Euclidean, float64, on the
+    CPU; ties go to the lowest index)."""
+    A = torch.as_tensor(np.asarray(A, dtype=np.float64))
+    B = torch.as_tensor(np.asarray(B, dtype=np.float64))
+    _, idx = PowerCells(B, -0.5 * (B**2).sum(dim=1)).assign(A)
+    return idx.numpy()
 
 
 def _check_target_ids(ids, m: int) -> np.ndarray:
@@ -699,13 +709,52 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             flush=True,
         )
 
-    # ---------------------------------------------------------------- mapping
+    # ------------------------------------------------------------------ cells
+    # NumPy in, NumPy out: the fitted power diagram for skot.da and skot.sampling, which stay
+    # free of torch. Every score goes through skot._kernels.PowerCells.
+    def _cells(self, dtype=_DTYPE) -> PowerCells:
+        """The fitted power diagram in standardised coordinates."""
+        return PowerCells(self._target_t.to(dtype), self._heights_t.to(dtype))
+
     def _assign(self, X) -> np.ndarray:
-        Xt = self._to_tensor(X)
-        with torch.no_grad():
-            _, idx = _solver.power_assign(Xt, self._target_t, self._heights_t)
+        _, idx = self._cells().assign(self._to_tensor(X))
         return idx.cpu().numpy()
 
+    def _nearest_target(self, X) -> np.ndarray:
+        """Index of the nearest row of ``target_`` for every row of ``X`` (Euclidean)."""
+        Y = self._target_t
+        _, idx = PowerCells(Y, -0.5 * (Y**2).sum(dim=1)).assign(self._to_tensor(X))
+        return idx.cpu().numpy()
+
+    def _top_cells(self, X, k) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best cells of every row of ``X`` and their scores, in the input's units
+        up to a constant per row (so score gaps are exact): ``<x, target_j> + heights_j``."""
+        vals, idx = self._cells().top_k(self._to_tensor(X), k)
+        return vals.double().cpu().numpy() * self.scale_**2, idx.cpu().numpy()
+
+    def _scores_at(self, X, index) -> np.ndarray:
+        """Scores of the rows of ``X`` for the cells ``index`` (shape ``(n, k)``), in the units
+        of :meth:`_top_cells`."""
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device_)
+        vals = self._cells().scores_at(self._to_tensor(X), index)
+        return vals.double().cpu().numpy() * self.scale_**2
+
+    def _cell_sums(self, X, values) -> np.ndarray:
+        """Sum over the rows of ``X`` of their ``values`` (shape ``(n, p)``) in each cell:
+        hard cells, or the softmax memberships of the entropic map when ``epsilon > 0``."""
+        V = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device_)
+        Xt = self._to_tensor(X).double()
+        w = Xt.new_ones(Xt.shape[0])
+        sums = self._cells(torch.float64).cell_sums(Xt, w, V, epsilon=self.epsilon).sums
+        return sums.cpu().numpy()
+
+    def _closest_to_enter(self, X, cells) -> np.ndarray:
+        """For each cell of ``cells``, the row of ``X`` closest to entering it."""
+        cells = torch.as_tensor(np.asarray(cells), dtype=torch.long, device=self.device_)
+        _, rows = self._cells().closest_to_enter(self._to_tensor(X), cells)
+        return rows.cpu().numpy()
+
+    # ---------------------------------------------------------------- mapping
     def transform(self, X):
         """Map source points to their target points ``T(x) = y_argmax_j(<x,y_j> + h_j)``.
 
@@ -732,14 +781,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _soft_map(self, X) -> np.ndarray:
         # float64 here: a float32 product's rounding depends on the batch shape, and a row's
         # image must not depend on the rows mapped with it.
-        Xt = self._to_tensor(X).double()
-        Y, h = self._target_t.double(), self._heights_t.double()
-        out = torch.empty_like(Xt)
-        rows = max(1, 2**24 // Y.shape[0])
-        with torch.no_grad():
-            for r0 in range(0, Xt.shape[0], rows):
-                scores = torch.addmm(h, Xt[r0 : r0 + rows], Y.T) / self.epsilon
-                out[r0 : r0 + rows] = torch.softmax(scores, dim=1) @ Y
+        out = self._cells(torch.float64).soft_mean(self._to_tensor(X).double(), self.epsilon)
         return out.cpu().numpy() * self.scale_ + self.center_
 
     def predict_index(self, X) -> np.ndarray:
@@ -777,11 +819,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        Xt = self._to_tensor(X)
-        voronoi = -0.5 * (self._target_t**2).sum(dim=1)
-        with torch.no_grad():
-            _, idx = _solver.power_assign(Xt, self._target_t, voronoi)
-        return self.barycenters_[idx.cpu().numpy()].astype(X.dtype, copy=False)
+        return self.barycenters_[self._nearest_target(X)].astype(X.dtype, copy=False)
 
     def score(self, X, y=None, sample_weight=None):
         """Negative marginal error of the map on ``X`` (higher is better, at most 0).

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from skot import _kernels
-from skot._kernels import _GROUP, _row_max, _row_topk, power_assign, top_scores
+from skot._kernels import _GROUP, PowerCells, _row_max, _row_topk
 
 # Widths below, at and above the grouped path's threshold, with and without a remainder.
 WIDTHS = [5, 4 * _GROUP - 1, 4 * _GROUP, 4 * _GROUP + 3, 40 * _GROUP, 40 * _GROUP + 17]
@@ -59,12 +59,103 @@ def test_chunked_passes_equal_dense(device, m, block_elements):
     Y = torch.randn(m, 4, generator=g).to(device)
     h = torch.randn(m, generator=g).to(device)
     dense = torch.addmm(h, X, Y.T)
-    val, idx = power_assign(X, Y, h, block_elements=block_elements)
+    cells = PowerCells(Y, h, block_elements=block_elements)
+    val, idx = cells.assign(X)
     torch.testing.assert_close(val, dense.max(dim=1).values)
     torch.testing.assert_close(dense.gather(1, idx[:, None]).squeeze(1), val)
     k = min(8, m)
-    vals, index = top_scores(X, Y, h, 8, block_elements=block_elements)
+    vals, index = cells.top_k(X, 8)
     ref = dense.topk(k, dim=1).values
     assert vals.shape == (301, k)
     torch.testing.assert_close(vals, ref)
     torch.testing.assert_close(dense.gather(1, index), ref)
+
+
+def _diagram(device, m, d=3, n=301, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g, dtype=dtype).to(device)
+    Y = torch.randn(m, d, generator=g, dtype=dtype).to(device)
+    h = torch.randn(m, generator=g, dtype=dtype).to(device)
+    return X, Y, h, torch.addmm(h, X, Y.T)
+
+
+# One column block, several (with a remainder), and a block smaller than a row.
+BLOCKS = [2**18, 2**10, 7]
+
+
+def _skip_slow(m, block_elements):
+    if m * 301 > 1000 * block_elements:
+        pytest.skip("thousands of tiny blocks: covered by the smaller problems")
+
+
+@pytest.mark.parametrize("m", [2, 13, 5000])
+@pytest.mark.parametrize("block_elements", BLOCKS)
+def test_power_cells_match_dense_scores(device, m, block_elements):
+    _skip_slow(m, block_elements)
+    X, Y, h, dense = _diagram(device, m)
+    cells = _kernels.PowerCells(Y, h, block_elements=block_elements)
+    val, idx = cells.assign(X)
+    ref_val, ref_idx = dense.max(dim=1)
+    torch.testing.assert_close(val, ref_val)
+    assert torch.equal(idx, ref_idx)
+    vals, index = cells.top_k(X, 4)
+    torch.testing.assert_close(vals, dense.topk(min(4, m), dim=1).values)
+    torch.testing.assert_close(cells.scores_at(X, index), dense.gather(1, index))
+
+
+def test_power_cells_ties_go_to_the_lowest_index(device):
+    Y = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], device=device)
+    h = torch.zeros(3, device=device)
+    X = torch.tensor([[1.0, 0.0], [1.0, 1.0]], device=device)
+    _, idx = _kernels.PowerCells(Y, h, block_elements=1).assign(X)
+    assert idx.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("m", [3, 5000])
+@pytest.mark.parametrize("block_elements", BLOCKS)
+@pytest.mark.parametrize("epsilon", [0.0, 0.3])
+def test_cell_sums_match_dense(device, m, block_elements, epsilon):
+    _skip_slow(m, block_elements)
+    X, Y, h, dense = _diagram(device, m)
+    g = torch.Generator().manual_seed(1)
+    w = torch.rand(X.shape[0], generator=g, dtype=X.dtype).to(device)
+    V = torch.randn(X.shape[0], 2, generator=g, dtype=X.dtype).to(device)
+    cells = _kernels.PowerCells(Y, h, block_elements=block_elements)
+    out = cells.cell_sums(X, w, V, epsilon=epsilon)
+    if epsilon > 0:
+        p = torch.softmax(dense / epsilon, dim=1)
+        potential = (w * epsilon * torch.logsumexp(dense / epsilon, dim=1)).sum()
+        assert out.index is None
+    else:
+        p = torch.nn.functional.one_hot(dense.argmax(dim=1), m).to(X.dtype)
+        potential = (w * dense.max(dim=1).values).sum()
+        assert torch.equal(out.index, dense.argmax(dim=1))
+        again = cells.cell_sums(X, w, V, index=out.index)  # the known assignment: no pass
+        torch.testing.assert_close(again.sums, out.sums)
+    torch.testing.assert_close(out.masses.to(X.dtype), p.T @ w)
+    torch.testing.assert_close(out.sums.to(X.dtype), p.T @ (V * w[:, None]))
+    torch.testing.assert_close(out.potential, potential)
+
+
+@pytest.mark.parametrize("m", [3, 5000])
+@pytest.mark.parametrize("block_elements", BLOCKS)
+def test_soft_mean_is_the_softmax_mean(device, m, block_elements):
+    _skip_slow(m, block_elements)
+    X, Y, h, dense = _diagram(device, m)
+    cells = _kernels.PowerCells(Y, h, block_elements=block_elements)
+    torch.testing.assert_close(cells.soft_mean(X, 0.2), torch.softmax(dense / 0.2, 1) @ Y)
+
+
+@pytest.mark.parametrize("block_elements", BLOCKS)
+def test_closest_to_enter_is_the_largest_gap(device, block_elements):
+    X, Y, h, dense = _diagram(device, 40, n=97)
+    cells = torch.tensor([0, 5, 39, 7], device=device)
+    gap, rows = _kernels.PowerCells(Y, h, block_elements=block_elements).closest_to_enter(X, cells)
+    ref = dense[:, cells] - dense.max(dim=1, keepdim=True).values
+    torch.testing.assert_close(gap, ref.max(dim=0).values)
+    assert torch.equal(rows, ref.argmax(dim=0))
+
+
+def test_block_elements_is_one_setting():
+    assert _kernels.default_block_elements("cpu") == _kernels.BLOCK_ELEMENTS["cpu"]
+    assert _kernels.default_block_elements(torch.device("cuda")) == _kernels.BLOCK_ELEMENTS["cuda"]
