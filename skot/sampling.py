@@ -26,9 +26,6 @@ from ._transport import OTNetTransport
 
 __all__ = ["OTNetSampler"]
 
-# Scores are computed in blocks of at most this many entries (rows x targets).
-_BLOCK = 2**22
-
 
 class OTNetSampler(BaseEstimator):
     """Generative model: a semi-discrete OT map from a latent source, with AE-OT interpolation.
@@ -91,8 +88,9 @@ class OTNetSampler(BaseEstimator):
     target_ : ndarray of shape (n_targets, n_features)
         The training points (identical rows merged), ``transport_.target_``.
     heights_ : ndarray of shape (n_targets,)
-        The heights ``h_j`` (latent point ``z`` lies in cell ``argmax_j <z, target_j> +
-        heights_j``), ``transport_.heights_``.
+        The heights ``h_j`` in latent coordinates, centred (latent point ``z`` lies in cell
+        ``argmax_j <z, target_j> + heights_j``): ``transport_.heights_`` converted, see
+        Notes. For reference; the sampler's own scores come from ``transport_``.
     latent_barycenters_ : ndarray of shape (n_targets, n_features)
         Mean of the latent training points in each cell (NaN for a cell that received none):
         the points of the latent space that map exactly onto the training points.
@@ -129,7 +127,14 @@ class OTNetSampler(BaseEstimator):
     latent sample is handed to the transport moved onto the data, with the same mean and
     root-mean-square radius: the solver then starts from a source and a target of the same
     size, whatever the data's units. ``heights_``, ``latent_barycenters_`` and the score gaps
-    below are in latent coordinates.
+    below are in latent coordinates: since ``<s + a z, y_j> + H_j = a (<z, y_j> + h_j)`` with
+    ``h_j = (H_j + <s, y_j>) / a`` (``s = latent_shift_``, ``a = latent_scale_``), a score gap
+    in latent units is the transport's gap divided by ``latent_scale_``.
+
+    **Scores.** Every score ``<z, y_k> + h_k`` is computed by the fitted transport (its power
+    cell kernels, on its device and in its float32 precision), never here: gaps carry an
+    absolute error of about ``1e-7`` times the scores' magnitude, and a latent point within
+    that of a facet may see its neighbours in either order.
 
     **Neighbours.** A latent point ``z`` lies in cell ``j`` (``transport_.predict_index``); its
     neighbouring cells are the ``n_neighbors`` cells ``k != j`` with the highest scores
@@ -268,7 +273,8 @@ class OTNetSampler(BaseEstimator):
         self.heights_ -= self.heights_.mean()
         m = self.target_.shape[0]
 
-        cells = np.asarray(transport.predict_index(self._place(Z)))
+        Z_placed = self._place(Z)
+        cells = np.asarray(transport.predict_index(Z_placed))
         counts = np.bincount(cells, minlength=m)
         sums = np.zeros_like(self.target_)
         np.add.at(sums, cells, Z)
@@ -285,7 +291,7 @@ class OTNetSampler(BaseEstimator):
         normals = np.hstack([centred, -np.ones((m, 1))])
         self._normals = normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
-        nbrs, _ = self._neighbours(Z, cells, 1)
+        nbrs, _ = self._neighbours(Z_placed, cells, 1)
         angles = self._angles(cells[:, None], nbrs)[:, 0]
         self.angle_percentiles_ = np.percentile(angles, np.arange(101))
         return self
@@ -307,28 +313,24 @@ class OTNetSampler(BaseEstimator):
         return rng.standard_normal(size=(n, d))
 
     # -------------------------------------------------------------- geometry
-    def _scores(self, Z, cols=None) -> np.ndarray:
-        """``<z, y_k> + h_k`` for all targets (or the ``cols`` of each row)."""
-        if cols is None:
-            return Z @ self.target_.T + self.heights_
-        return np.einsum("nd,nkd->nk", Z, self.target_[cols]) + self.heights_[cols]
+    def _neighbours(self, X, cells, k) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` cells after ``cells`` by score, best first, and their score gaps.
 
-    def _neighbours(self, Z, cells, k) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` cells after ``cells`` by score, best first, and their score gaps."""
-        m = self.target_.shape[0]
-        k = min(k, m - 1)
-        nbrs = np.empty((Z.shape[0], k), dtype=np.intp)
-        rows = max(1, _BLOCK // m)
-        for r0 in range(0, Z.shape[0], rows):
-            s = self._scores(Z[r0 : r0 + rows])
-            r = np.arange(s.shape[0])
-            s[r, cells[r0 : r0 + rows]] = -np.inf
-            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
-            order = np.argsort(-s[r[:, None], top], axis=1, kind="stable")
-            nbrs[r0 : r0 + rows] = top[r[:, None], order]
-        own = self._scores(Z, cells[:, None])
-        gaps = np.maximum(own - self._scores(Z, nbrs), 0.0)
-        return nbrs, gaps
+        ``X`` is in the transport's input space (``_place`` of latent points); the gaps are in
+        latent units, clipped at zero.
+        """
+        n, k = X.shape[0], min(k, self.target_.shape[0] - 1)
+        scores, top = self.transport_._top_cells(X, k + 1)
+        # Drop each row's own cell: first unless tied with others, and absent only when more
+        # than k + 1 cells tie for the best score (then drop the last one, also tied).
+        own = top == cells[:, None]
+        found = own.any(axis=1)
+        own[~found, -1] = True
+        own_score = np.where(found, scores[own], scores[:, 0])
+        nbrs = top[~own].reshape(n, k)
+        # Gaps in the transport's input units, divided by latent_scale_: latent units.
+        gaps = (own_score[:, None] - scores[~own].reshape(n, k)) / self.latent_scale_
+        return nbrs, np.maximum(gaps, 0.0)
 
     def _angles(self, a, b) -> np.ndarray:
         """Angle in degrees between the supporting planes of cells ``a`` and ``b``."""
@@ -360,22 +362,23 @@ class OTNetSampler(BaseEstimator):
         """
         check_is_fitted(self)
         Z = validate_data(self, Z, reset=False, dtype=np.float64)
-        cells = np.asarray(self.transport_.predict_index(self._place(Z)))
-        nbrs, gaps = self._neighbours(Z, cells, self.n_neighbors)
+        Z_placed = self._place(Z)
+        cells = np.asarray(self.transport_.predict_index(Z_placed))
+        nbrs, gaps = self._neighbours(Z_placed, cells, self.n_neighbors)
+        support = np.hstack([cells[:, None], nbrs])
         merged = self._angles(cells[:, None], nbrs) < self.angle_threshold
         # Score gap of the cell's latent barycentre to each neighbour: the interpolation depth.
         depth = np.full(nbrs.shape, np.nan)
         occupied = self.cell_counts_[cells] > 0
         if occupied.any():
-            B = self.latent_barycenters_[cells[occupied]]
-            own = self._scores(B, cells[occupied, None])
-            depth[occupied] = own - self._scores(B, nbrs[occupied])
+            B = self._place(self.latent_barycenters_[cells[occupied]])
+            s = self.transport_._scores_at(B, support[occupied])
+            depth[occupied] = (s[:, :1] - s[:, 1:]) / self.latent_scale_
         with np.errstate(divide="ignore", invalid="ignore"):
             t = self.boundary_weight * np.clip(1.0 - gaps / depth, 0.0, 1.0)
         t = np.where(merged & (depth > 0), t, 0.0)
         a = np.hstack([np.ones((Z.shape[0], 1)), t / (1.0 - t)])
         weights = a / a.sum(axis=1, keepdims=True)
-        support = np.hstack([cells[:, None], nbrs])
         X_new = np.einsum("nk,nkd->nd", weights, self.target_[support])
         # Exact copies where nothing is merged (no rounding from the weighted sum).
         plain = weights[:, 0] == 1.0

@@ -149,6 +149,50 @@ def test_samples_in_hull_of_neighbouring_targets(clusters, n_neighbors):
         assert (weights[:, 1] <= 0.5 + 1e-12).all()
 
 
+def test_neighbours_and_gaps_match_float64_scores(fitted):
+    """The neighbours and score gaps from the transport's kernels (float32) agree with the
+    scores ``<z, y_k> + h_k`` recomputed here in float64 from ``heights_``."""
+    Z = np.random.default_rng(3).uniform(-1, 1, size=(400, 2))
+    Zp = fitted._place(Z)
+    cells = fitted.transport_.predict_index(Zp)
+    nbrs, gaps = fitted._neighbours(Zp, cells, 3)
+    assert nbrs.shape == gaps.shape == (400, 3)
+    assert (nbrs != cells[:, None]).all() and (gaps >= 0).all()
+    s = _scores(fitted, Z)
+    rows = np.arange(400)[:, None]
+    expected = s[rows, cells[:, None]] - s[rows, nbrs]
+    # float32 scores in the transport's standardised units: absolute error ~1e-6 here.
+    np.testing.assert_allclose(gaps, np.maximum(expected, 0.0), atol=1e-5)
+    ranked = np.argsort(-s, axis=1)
+    clear = np.sort(s, axis=1)[:, -1] - np.sort(s, axis=1)[:, -2] > 1e-4
+    assert (ranked[clear, 0] == cells[clear]).all()
+
+
+class _TiedTransport:
+    """Stands in for ``transport_``: fixed top cells and scores, as when several tie."""
+
+    def __init__(self, scores, cells):
+        self.scores, self.cells = scores, cells
+
+    def _top_cells(self, X, k):
+        return self.scores[:, :k], self.cells[:, :k]
+
+
+def test_neighbours_drop_own_cell_under_ties(fitted):
+    """The row's own cell is dropped wherever a tie ranks it; when more cells tie for the best
+    score than were asked for, it may be missing and the last tied one is dropped."""
+    sampler = clone(fitted)
+    sampler.target_ = fitted.target_
+    sampler.latent_scale_ = 2.0
+    scores = np.array([[5.0, 5.0, 4.0, 3.0], [5.0, 4.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0]])
+    top = np.array([[7, 2, 9, 1], [2, 4, 6, 8], [3, 4, 5, 6]])
+    sampler.transport_ = _TiedTransport(scores, top)
+    nbrs, gaps = sampler._neighbours(np.zeros((3, 2)), np.array([2, 2, 0]), 3)
+    np.testing.assert_array_equal(nbrs, [[7, 9, 1], [4, 6, 8], [3, 4, 5]])
+    # Gaps in latent units: the transport's gaps divided by latent_scale_.
+    np.testing.assert_allclose(gaps, [[0.0, 0.5, 1.0], [0.5, 1.0, 1.5], [0.0, 0.0, 0.0]])
+
+
 def test_determinism_by_seed(fitted, clusters):
     a = fitted.sample(200, random_state=3)
     b = fitted.sample(200, random_state=3)
