@@ -94,7 +94,7 @@ def widest_margin_heights(
 
 def _case(n: int, max_iter: int) -> list:
     from skot import OTNetTransport
-    from skot._kernels import power_assign
+    from skot._kernels import PowerCells
 
     Xs, Ys = make_data(n, n, 2)
     # skot's own coordinates: both clouds centred and scaled together.
@@ -106,11 +106,10 @@ def _case(n: int, max_iter: int) -> list:
     search_s = time.perf_counter() - t
     own = np.einsum("ij,ij->i", X, Y[sigma]) + h[sigma]
     resolution = float(np.spacing(np.float32(np.abs(own).max())))
-    _, idx = power_assign(
-        torch.as_tensor(X, dtype=torch.float32),
-        torch.as_tensor(Y, dtype=torch.float32),
-        torch.as_tensor(h, dtype=torch.float32),
+    cells = PowerCells(
+        torch.as_tensor(Y, dtype=torch.float32), torch.as_tensor(h, dtype=torch.float32)
     )
+    _, idx = cells.assign(torch.as_tensor(X, dtype=torch.float32))
     tv32 = 0.5 * float(np.abs(np.bincount(idx.numpy(), minlength=n) / n - 1.0 / n).sum())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -57,7 +57,7 @@ def _peak_gib(device: str) -> float:
 
 
 def _kernel_times(device: str, tiny: bool) -> tuple[list[list], bool]:
-    """Seconds (best of 3) of one ``top_scores`` (k = 8) and one ``power_assign`` pass with
+    """Seconds (best of 3) of one ``top_k`` (k = 8) and one ``assign`` pass with
     plain and with group-wise row reductions on ``device``; return the table rows and whether
     group-wise was faster in total (the rest of the run then uses it)."""
     from skot import _kernels
@@ -66,15 +66,15 @@ def _kernel_times(device: str, tiny: bool) -> tuple[list[list], bool]:
     g = torch.Generator(device=device).manual_seed(0)
     X = torch.randn(n, d, device=device, generator=g)
     Y = torch.randn(m, d, device=device, generator=g)
-    h = torch.zeros(m, device=device)
+    cells = _kernels.PowerCells(Y, torch.zeros(m, device=device))
     saved = set(_kernels.GROUPED_REDUCTIONS)
     kind = torch.device(device).type
     times = {}
     for variant, devices in (("plain", saved - {kind}), ("group-wise", saved | {kind})):
         _kernels.GROUPED_REDUCTIONS = devices
         for name, fn in (
-            ("top_scores", lambda: _kernels.top_scores(X, Y, h, 8)),
-            ("power_assign", lambda: _kernels.power_assign(X, Y, h)),
+            ("top_k", lambda: cells.top_k(X, 8)),
+            ("assign", lambda: cells.assign(X)),
         ):
             fn()  # warm-up
             best = float("inf")
@@ -91,7 +91,7 @@ def _kernel_times(device: str, tiny: bool) -> tuple[list[list], bool]:
     _kernels.GROUPED_REDUCTIONS = saved | {kind} if grouped else saved - {kind}
     rows = [
         [f"{name} of {n:,} x {m:,} scores (s)", times["plain", name], times["group-wise", name]]
-        for name in ("top_scores", "power_assign")
+        for name in ("top_k", "assign")
     ]
     return rows, grouped
 

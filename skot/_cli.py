@@ -246,78 +246,11 @@ def _write_image(array: np.ndarray, path: str, fmt: str) -> None:
         raise CLIError(f"cannot write output '{path}': {_reason(exc)}") from None
 
 
-# ------------------------------------------------------------------------- progress
-class _Progress:
-    """A progress bar on stderr: tqdm when installed (the ``progress`` extra), else a line."""
-
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled, self.done = total, enabled, 0
-        self._bar = None
-        if not enabled:
-            return
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        if tqdm is not None:
-            self._bar = tqdm(total=total, desc="fitting", unit="step", file=sys.stderr)
-
-    def update(self, done: int, error: float) -> None:
-        if not self.enabled:
-            return
-        step = max(0, min(done, self.total) - self.done)
-        self.done += step
-        if self._bar is not None:
-            self._bar.set_postfix_str(f"marginal error {error:.4f}", refresh=False)
-            self._bar.update(step)
-        else:
-            width = 30
-            filled = int(width * self.done / max(self.total, 1))
-            bar = "#" * filled + "-" * (width - filled)
-            print(
-                f"\rfitting [{bar}] {self.done}/{self.total} steps, marginal error {error:.4f}",
-                end="",
-                file=sys.stderr,
-                flush=True,
-            )
-
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.close()
-        else:
-            print(file=sys.stderr, flush=True)
-
-
 # -------------------------------------------------------------------------- command
 def _sample_pixels(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     if size >= pixels.shape[0]:
         return pixels
     return pixels[rng.choice(pixels.shape[0], size, replace=False)]
-
-
-def _fit(ot, X, Y, max_iter: int, progress: _Progress):
-    """Fit ``ot`` in chunks of steps (warm start) so that progress can be shown.
-
-    Always in chunks, bar or no bar, so that ``--progress`` never changes the result.
-    """
-    from sklearn.exceptions import ConvergenceWarning
-
-    chunk = max(1, min(50, max_iter // 20 or 1))
-    ot.set_params(warm_start=True)
-    done = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        while done < max_iter:
-            ot.set_params(max_iter=min(chunk, max_iter - done))
-            ot.fit(X, X_target=Y)
-            done = ot.n_iter_
-            progress.update(done, ot.marginal_error_)
-            if ot.converged_:
-                break
-    progress.close()
-    return ot
 
 
 def _color_transfer(args: argparse.Namespace) -> int:
@@ -328,8 +261,11 @@ def _color_transfer(args: argparse.Namespace) -> int:
     reference = _read_image(args.reference, "REFERENCE_IMAGE")
     t_read = time.perf_counter()
 
+    from sklearn.exceptions import ConvergenceWarning
+
     from . import OTNetTransport
-    from ._transport import resolve_device
+    from ._validation import resolve_device
+    from .callbacks import ProgressBar
 
     try:
         device = resolve_device(args.device)
@@ -356,6 +292,7 @@ def _color_transfer(args: argparse.Namespace) -> int:
             f"reference {reference.shape[1]}x{reference.shape[0]}; fitting on {X.shape[0]} "
             f"source pixels onto {Y.shape[0]} reference colours, device {device}"
         )
+    show = sys.stderr.isatty() if args.progress is None else args.progress
     ot = OTNetTransport(
         height=args.height,
         max_iter=args.max_iter,
@@ -365,11 +302,13 @@ def _color_transfer(args: argparse.Namespace) -> int:
         device=str(device),
         random_state=args.seed,
         verbose=1 if args.verbose >= 2 else 0,
+        callbacks=[ProgressBar(enabled=bool(show))],
     )
-    show = sys.stderr.isatty() if args.progress is None else args.progress
-    progress = _Progress(args.max_iter, enabled=bool(show))
     try:
-        _fit(ot, X, Y, args.max_iter, progress)
+        with warnings.catch_warnings():
+            # Reported below, in the command's own words.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ot.fit(X, X_target=Y)
     except ValueError as exc:  # e.g. a diverged solver: report, don't trace
         raise CLIError(f"fitting failed: {_reason(exc)}") from None
     t_fit = time.perf_counter()

@@ -20,6 +20,7 @@ __all__ = [
     "NetworkHeights",
     "ResidualHeights",
     "VectorHeights",
+    "carry_over_heights",
     "make_height_model",
     "gaussian_offset",
     "transfer_heights",
@@ -268,6 +269,30 @@ def transfer_heights(
         weight /= weight.sum(dim=1, keepdim=True)
         out[r0 : r0 + chunk] = (weight * proposal).sum(dim=1).to(out.dtype)
     return out
+
+
+def carry_over_heights(
+    model: HeightModel, Y_old: Tensor, grad_old: Tensor, Y_new: Tensor, rows: Tensor
+) -> None:
+    """Give ``model`` a fresh residual so that its heights on ``Y_new`` continue its heights
+    on ``Y_old`` (the network part, if any, is kept as it is).
+
+    ``rows[i]`` is the index in ``Y_old`` of new point ``i`` (``-1``: a new point). A matched
+    point keeps its height, moved to first order along ``grad_old`` (the height function's
+    gradient at the old points) if it moved, so its cell stays where it was; a new point gets
+    its old neighbours' expansions (:func:`transfer_heights`).
+    """
+    with torch.no_grad():
+        h_old = model(Y_old)
+        matched = rows >= 0
+        src = rows[matched]
+        h_new = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
+        moved = Y_new[matched] - Y_old[src]
+        h_new[matched] = h_old[src] + (moved * grad_old[src]).sum(dim=1)
+        h_new[~matched] = transfer_heights(Y_old, h_old, grad_old, Y_new[~matched])
+        net = getattr(model, "net", None)
+        new = h_new - model.offset(Y_new) - (net(Y_new) if net is not None else 0.0)
+    model.residual = nn.Parameter(new)
 
 
 def make_height_model(

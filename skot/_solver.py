@@ -2,17 +2,15 @@
 
 Pure torch, no scikit-learn. The pieces, each usable alone:
 
-- :func:`power_assign`, :func:`top_scores`, :func:`cell_masses` (from :mod:`._kernels`): the
-  argmax (or ``k`` best) of ``<x, y_j> + h_j`` and the cell masses, with targets processed in
-  chunks, so memory is ``O(rows x chunk)`` whatever the number of targets; they return local
-  sums, so a data-parallel version needs one all-reduce of their outputs.
 - :class:`Problem`, :class:`SolverConfig`, :class:`SolverState`: the data (normalised), the
-  hyperparameters and the resumable state (a plain object, so training can continue).
+  hyperparameters and the resumable state (a plain object, so training can continue;
+  :mod:`._snapshot` turns it into a device-free dict and back).
 - :func:`init_state`, :func:`run`: Adam on the energy
   ``E(h) = E_x[max_j <x, y_j> + h_j] - sum_j nu_j h_j``, whose gradient with respect to the
   heights is ``w(h) - nu`` (cell masses minus target weights), on Monte Carlo batches that grow
   to the whole sample; there, free per-point heights take damped Newton steps on a smoothed
-  energy instead (:mod:`._newton`).
+  energy instead (:mod:`._newton`). :func:`run` returns a frozen :class:`SolverResult`.
+- Every pass over the scores goes through :class:`~._kernels.PowerCells`.
 """
 
 from __future__ import annotations
@@ -22,31 +20,31 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from . import _newton
-from ._kernels import PowerCells, default_block_elements, marginal_error, noise_floor
+from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
 
 __all__ = [
-    "Problem",
-    "SolverConfig",
-    "SolverState",
+    "NEWTON_MIN_SAMPLES_PER_TARGET",
     "DivergenceError",
-    "cell_masses",
+    "Problem",
+    "ScheduleEntry",
+    "SolverConfig",
+    "SolverResult",
+    "SolverState",
+    "StepRecord",
+    "check_solver",
     "init_state",
     "make_optimizer",
-    "marginal_error",
-    "noise_floor",
-    "default_block_elements",
-    "power_assign",
+    "newton_obstacles",
     "restart_schedule",
-    "top_scores",
     "run",
-    "state_from_dict",
-    "state_to_dict",
+    "summarize",
 ]
 
 
@@ -115,6 +113,28 @@ class SolverConfig:
     solver: str = "auto"
 
 
+class ScheduleEntry(NamedTuple):
+    """The schedule at one evaluation: where a restart whose error is ``error`` resumes."""
+
+    error: float
+    batch_size: int
+    learning_rates: tuple[float, ...]
+    temperature: float | None
+
+
+class StepRecord(NamedTuple):
+    """One evaluation, as a callback sees it."""
+
+    step: int  # steps taken so far, over all runs
+    error: float  # marginal error (total variation) of the current heights
+    energy: float  # energy at this step (Monte Carlo estimate unless exact)
+    batch_size: int
+    learning_rate: float  # the largest of Adam's step sizes
+    temperature: float | None  # Newton's smoothing temperature (None for Adam steps)
+    exact: bool  # the error is over the whole training sample, not an estimate
+    seconds: float  # since the start of this run
+
+
 @dataclass
 class SolverState:
     """Everything needed to resume training: model, optimiser, schedule and history."""
@@ -132,26 +152,32 @@ class SolverState:
     errors: list[tuple[int, float]] = field(default_factory=list)
     eval_source: Tensor | None = None
     eval_weight: Tensor | None = None
-    schedule: list[tuple] = field(default_factory=list)
+    schedule: list[ScheduleEntry] = field(default_factory=list)
     temperature: float | None = None
     damping: float = 1e-2
     restarted: bool = False
-    # Cell of every training sample at the final heights, when the last steps were Newton steps
-    # (their pass has it): spares the caller a pass. Transient, not part of the snapshot.
-    assignment: Tensor | None = None
 
 
-def power_assign(X, Y, h, *, block_elements=None):  # temporary, replaced by the result refactor
-    return PowerCells(Y, h, block_elements=block_elements).assign(X)
+@dataclass(frozen=True)
+class SolverResult:
+    """The outcome of :func:`run`, at the final heights.
+
+    ``masses``, ``sums`` and ``assignment`` are those of the hard cells over the training
+    sample (the source rows of the problem, weighted), whatever the smoothing: the estimator
+    builds its attributes from them with no further pass.
+    """
+
+    heights: Tensor  # (m,) final heights
+    masses: Tensor  # (m,) float64 weight of the training rows in each cell
+    sums: Tensor  # (m, d) float64 weighted sums of the training rows in each cell
+    assignment: Tensor  # (n,) cell of every training row
+    error: float  # exact on an empirical sample with hard cells, else the last estimate
+    converged: bool  # error <= tol
+    n_steps: int  # steps taken by this run
+    stopped: bool  # a callback asked to stop
 
 
-def top_scores(X, Y, h, k, *, block_elements=None):  # temporary
-    return PowerCells(Y, h, block_elements=block_elements).top_k(X, k)
-
-
-def cell_masses(X, Y, h, weights=None, *, epsilon=0.0, block_elements=None):  # temporary
-    r = PowerCells(Y, h, block_elements=block_elements).cell_sums(X, weights, epsilon=epsilon)
-    return r.masses, r.potential
+Callback = Callable[[StepRecord], "bool | None"]
 
 
 def init_state(model: HeightModel, config: SolverConfig, generator: torch.Generator) -> SolverState:
@@ -184,21 +210,34 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam
     return torch.optim.Adam(groups, fused=True)
 
 
-def restart_schedule(state: SolverState, config: SolverConfig, error: float) -> None:
-    """Resume the schedule for a changed problem whose current marginal error is ``error``.
+def _cells(problem: Problem, h: Tensor, config: SolverConfig) -> PowerCells:
+    return PowerCells(problem.target, h, block_elements=config.block_elements)
 
-    The batch size, step sizes and Newton temperature are taken from the first evaluation of
-    the previous run that had reached ``error``: a warm start close to the solution skips the
-    coarse stage instead of repeating it, and one far from it starts over. Parameters and
-    Adam's moments are kept.
+
+def restart_schedule(state: SolverState, problem: Problem, config: SolverConfig) -> float:
+    """Resume the schedule for a changed problem; return its current marginal error.
+
+    The error is measured over the problem's sample at the current heights. The batch size,
+    step sizes and Newton temperature are taken from the first evaluation of the previous run
+    that had reached that error: a warm start close to the solution skips the coarse stage
+    instead of repeating it, and one far from it starts over. Parameters and Adam's moments
+    are kept.
     """
-    point = next((entry for entry in state.schedule if entry[0] <= error), None)
+    with torch.no_grad():
+        h = state.model(problem.target)
+    masses = (
+        _cells(problem, h, config)
+        .cell_sums(problem.source, problem.source_weight, epsilon=config.epsilon)
+        .masses
+    )
+    error = marginal_error(masses, problem.target_weight)
+    point = next((entry for entry in state.schedule if entry.error <= error), None)
     if point is None:
-        batch, lrs = config.batch_size, [g["initial_lr"] for g in state.optimizer.param_groups]
+        batch = config.batch_size
+        lrs = tuple(g["initial_lr"] for g in state.optimizer.param_groups)
         temperature = None
     else:
-        batch, lrs = point[1], point[2]
-        temperature = point[3] if len(point) > 3 else None
+        batch, lrs, temperature = point.batch_size, point.learning_rates, point.temperature
     for group, lr in zip(state.optimizer.param_groups, lrs, strict=False):
         group["lr"] = lr
     state.batch_size = batch
@@ -209,6 +248,222 @@ def restart_schedule(state: SolverState, config: SolverConfig, error: float) -> 
     state.temperature = temperature
     state.damping = 1e-2
     state.restarted = True
+    return error
+
+
+#: With ``solver="auto"``, Newton steps need this many samples per target point: with fewer,
+#: the problem is close to a discrete assignment, where the smoothed Hessian says little about
+#: which samples an empty cell would capture, and Adam's cheaper steps win (measured in the
+#: user guide, "As many samples as targets").
+NEWTON_MIN_SAMPLES_PER_TARGET = 10
+
+
+def newton_obstacles(free_heights: bool, epsilon: float, bandwidth: float) -> list[str]:
+    """Why Newton steps cannot apply (empty when they can): the one rule for both the
+    estimator's parameter check and the solver's choice."""
+    reasons = []
+    if not free_heights:
+        reasons.append('height="network" has no free per-point heights')
+    if epsilon > 0:
+        reasons.append("epsilon > 0")
+    if bandwidth > 0:
+        reasons.append("bandwidth > 0")
+    return reasons
+
+
+def check_solver(free_heights: bool, config: SolverConfig, bandwidth: float) -> None:
+    """Raise a clear error when ``solver="newton"`` is asked for where it cannot apply."""
+    reasons = newton_obstacles(free_heights, config.epsilon, bandwidth)
+    if config.solver == "newton" and reasons:
+        raise ValueError(
+            'solver="newton" needs free heights on the sample itself, but '
+            + ", ".join(reasons)
+            + '; use solver="auto" or "adam".'
+        )
+
+
+def _uses_newton(model: HeightModel, problem: Problem, config: SolverConfig) -> bool:
+    """Whether steps over the whole sample are Newton steps on the free heights."""
+    free = hasattr(model, "residual")
+    if config.solver == "adam" or newton_obstacles(free, config.epsilon, problem.bandwidth):
+        return False
+    enough = problem.n_samples >= NEWTON_MIN_SAMPLES_PER_TARGET * problem.target.shape[0]
+    return config.solver == "newton" or enough
+
+
+def _has_network(model: HeightModel) -> bool:
+    return any(name != "residual" for name, _ in model.named_parameters())
+
+
+def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
+    """Whether to skip the Monte Carlo stage and take Newton steps from the start.
+
+    Always with ``solver="newton"``. With ``"auto"``, when the whole sample is at most
+    ``max_eval_samples`` (each evaluation is a pass over it anyway) and either there is no
+    network for Monte Carlo steps to train, or the problem was just restarted (a warm start:
+    the network is trained already).
+    """
+    if config.solver == "newton":
+        return True
+    small = problem.n_samples <= config.max_eval_samples
+    return small and (state.restarted or not _has_network(state.model))
+
+
+def _source_weights(problem: Problem) -> Tensor:
+    X, w = problem.source, problem.source_weight
+    return X.new_full((X.shape[0],), 1.0 / X.shape[0]) if w is None else w
+
+
+def _center_residual(model: HeightModel, nu: Tensor) -> None:
+    # Heights are defined up to a constant; keep the free part from drifting.
+    residual = getattr(model, "residual", None)
+    if residual is not None:
+        with torch.no_grad():
+            residual -= (nu * residual).sum()
+
+
+def run(
+    state: SolverState,
+    problem: Problem,
+    config: SolverConfig,
+    max_steps: int,
+    callback: Callback | None = None,
+) -> SolverResult:
+    """Take up to ``max_steps`` optimisation steps, stopping early once converged.
+
+    Adam steps (:func:`_adam_steps`) draw Monte Carlo batches that grow to the whole sample.
+    Where Newton steps apply (free heights, empirical source, no smoothing, and with
+    ``solver="auto"`` at least ``NEWTON_MIN_SAMPLES_PER_TARGET`` samples per target), steps
+    over the whole sample are damped Newton steps instead (:func:`_newton_steps`);
+    ``solver="newton"``, vector heights and restarted (warm) problems of at most
+    ``max_eval_samples`` samples start there. After each evaluation ``callback(record)`` is
+    called with a :class:`StepRecord`; a true return value stops the run.
+    """
+    loop = _Loop(state, problem, config, max_steps, callback)
+    newton = _uses_newton(state.model, problem, config)
+    if newton and _starts_exact(state, problem, config):
+        state.batch_size = max(state.batch_size, problem.n_samples)
+    state.restarted = False
+    state.converged = False
+    if not (newton and loop.full_batch):
+        _adam_steps(loop, hand_over=newton)
+    if newton and loop.full_batch:
+        _newton_steps(loop)
+    loop.check_finite()
+    return loop.result()
+
+
+class _Loop:
+    """What the Adam and Newton loops share: the evaluation set, the step budget, the record
+    of each evaluation with its schedule update, the last finite parameters, and the last
+    exact pass at the current heights (which :meth:`result` reuses)."""
+
+    def __init__(self, state, problem, config, max_steps, callback):
+        self.state, self.problem, self.config, self.callback = state, problem, config, callback
+        self.eval_X, self.eval_w = _evaluation_set(state, problem, config)
+        self.eval_is_sample = self.eval_X is problem.source
+        cap = config.max_batch_size or config.max_eval_samples
+        self.max_batch = problem.n_samples if problem.is_empirical else cap
+        self.first_step = state.step
+        self.end_step = state.step + max_steps
+        self.start = time.perf_counter()
+        self.good = copy.deepcopy(state.model.state_dict())
+        self.finished = self.stopped = False
+        # A hard pass over the training sample at the current heights (None once they move),
+        # and the same from a Newton pass (its top candidates).
+        self.last: CellSums | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state.step < self.end_step and not self.finished
+
+    @property
+    def full_batch(self) -> bool:
+        return self.problem.is_empirical and self.state.batch_size >= self.problem.n_samples
+
+    def evaluate(self, error: float, exact: bool) -> bool:
+        """Log an evaluation, tell the callback, adapt the schedule; return whether to stop."""
+        state = self.state
+        lrs = tuple(g["lr"] for g in state.optimizer.param_groups)
+        state.error = error
+        state.errors.append((state.step, error))
+        state.schedule.append(ScheduleEntry(error, state.batch_size, lrs, state.temperature))
+        stop = False
+        if self.callback is not None:
+            record = StepRecord(
+                state.step,
+                error,
+                state.energies[-1],
+                state.batch_size,
+                max(lrs),
+                state.temperature,
+                exact,
+                time.perf_counter() - self.start,
+            )
+            stop = bool(self.callback(record))
+        if error <= self.config.tol:
+            state.converged = self.finished = True
+        elif stop:
+            self.stopped = self.finished = True
+        else:
+            _adapt_schedule(state, self.config, error, self.max_batch, self.problem.target_weight)
+        return self.finished
+
+    def keep_good(self) -> None:
+        self.good = copy.deepcopy(self.state.model.state_dict())
+
+    def check_finite(self) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.state.model.parameters()):
+            self.diverged("heights")
+
+    def diverged(self, what: str) -> None:
+        """Restore the last finite state and raise."""
+        self.state.model.load_state_dict(self.good)
+        raise DivergenceError(
+            f"training diverged at iteration {self.state.step} (non-finite {what}); the last "
+            "finite state was kept. Lower learning_rate / height_learning_rate or rescale the "
+            "data."
+        )
+
+    def result(self) -> SolverResult:
+        index = None if self.last is None else self.last.index
+        steps = self.state.step - self.first_step
+        return summarize(
+            self.state, self.problem, self.config, index=index, n_steps=steps, stopped=self.stopped
+        )
+
+
+def summarize(
+    state: SolverState,
+    problem: Problem,
+    config: SolverConfig,
+    *,
+    index: Tensor | None = None,
+    n_steps: int = 0,
+    stopped: bool = False,
+) -> SolverResult:
+    """The :class:`SolverResult` of the current heights: a pass over the sample only when
+    ``index`` (the training rows' cells at these heights) is not given. Also what is left
+    after an error or an interruption (the state holds the last finite parameters)."""
+    with torch.no_grad():
+        h = state.model(problem.target)
+    w = _source_weights(problem)
+    sums = _cells(problem, h, config).cell_sums(problem.source, w, problem.source, index=index)
+    error = state.error
+    if problem.is_empirical and config.epsilon == 0:
+        error = marginal_error(sums.masses, problem.target_weight)
+    state.error = error
+    state.converged = error <= config.tol
+    return SolverResult(
+        heights=h,
+        masses=sums.masses,
+        sums=sums.sums,
+        assignment=sums.index,
+        error=error,
+        converged=state.converged,
+        n_steps=n_steps,
+        stopped=stopped,
+    )
 
 
 def _evaluation_set(
@@ -227,57 +482,80 @@ def _evaluation_set(
     return state.eval_source, state.eval_weight
 
 
-def _full_batch(state: SolverState, problem: Problem) -> bool:
-    return problem.is_empirical and state.batch_size >= problem.n_samples
+def _adam_steps(loop: _Loop, hand_over: bool) -> None:
+    """Adam steps until converged, out of steps, stopped, or (``hand_over``) the batch is the
+    whole sample, where Newton steps take over.
 
-
-def _max_batch(problem: Problem, config: SolverConfig) -> int:
-    cap = config.max_batch_size or config.max_eval_samples
-    return problem.n_samples if problem.is_empirical else cap
-
-
-def _has_network(model: HeightModel) -> bool:
-    return any(name != "residual" for name, _ in model.named_parameters())
-
-
-#: With ``solver="auto"``, Newton steps need this many samples per target point: with fewer,
-#: the problem is close to a discrete assignment, where the smoothed Hessian says little about
-#: which samples an empty cell would capture (n = m = 2,000: TV 0.40 after 200 Newton steps,
-#: 0.049 after 300 Adam steps), and Adam's cheaper steps win.
-NEWTON_MIN_SAMPLES_PER_TARGET = 10
-
-
-def _uses_newton(model: HeightModel, problem: Problem, config: SolverConfig) -> bool:
-    """Whether steps over the whole sample are Newton steps on the free heights."""
-    if config.solver == "adam" or not hasattr(model, "residual"):
-        return False
-    if not problem.is_empirical or config.epsilon > 0:
-        return False
-    enough = problem.n_samples >= NEWTON_MIN_SAMPLES_PER_TARGET * problem.target.shape[0]
-    return config.solver == "newton" or enough
-
-
-def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
-    """Whether to skip the Monte Carlo stage and take Newton steps from the start.
-
-    Always with ``solver="newton"``. With ``"auto"``, when the whole sample is at most
-    ``max_eval_samples`` (each evaluation is a pass over it anyway) and either there is no
-    network for Monte Carlo steps to train, or the problem was just restarted (a warm start:
-    the network is trained already).
+    Each step draws a Monte Carlo batch, computes the cell masses under the current heights
+    (no graph through the ``B x m`` scores) and back-propagates
+    ``sum_j (w_j - nu_j) h_j(theta)``, whose gradient is exactly that of the energy. The
+    marginal error is measured every ``eval_every`` steps on the fixed evaluation set (every
+    step once the batch is the whole empirical sample: those steps are exact).
     """
-    if not _uses_newton(state.model, problem, config):
-        return False
-    if config.solver == "newton":
-        return True
-    small = problem.n_samples <= config.max_eval_samples
-    return small and (state.restarted or not _has_network(state.model))
+    state, problem, config = loop.state, loop.problem, loop.config
+    Y, nu = problem.target, problem.target_weight
+    hard = config.epsilon == 0
+    while loop.running and not (hand_over and loop.full_batch):
+        full = loop.full_batch
+        h = state.model(Y)
+        if full:
+            xb, wb = problem.source, problem.source_weight
+        else:
+            xb, wb = problem.draw(state.batch_size, state.generator), None
+        batch = _cells(problem, h, config).cell_sums(xb, wb, epsilon=config.epsilon)
+        energy = float(batch.potential - (nu * h.detach()).sum())
+        if not math.isfinite(energy):
+            loop.diverged("energy")
+        state.step += 1
+        state.energies.append(energy)
+        if full:
+            # Exact masses of the current heights: this step is also an evaluation.
+            loop.last = batch if hard else None
+            if loop.evaluate(marginal_error(batch.masses, nu), exact=True):
+                return
+        state.optimizer.zero_grad(set_to_none=True)
+        ((batch.masses.to(h.dtype) - nu) * h).sum().backward()
+        state.optimizer.step()
+        _center_residual(state.model, nu)
+        loop.last = None
+        if full:
+            # Non-finite parameters show up as a non-finite energy at the next step.
+            if state.step % 10 == 0:
+                loop.keep_good()
+            continue
+        eval_every = config.eval_every or max(
+            10, math.ceil(2 * loop.eval_X.shape[0] / state.batch_size)
+        )
+        if state.step % eval_every and state.step < loop.end_step:
+            continue
+        loop.check_finite()
+        with torch.no_grad():
+            h = state.model(Y)
+        ev = _cells(problem, h, config).cell_sums(loop.eval_X, loop.eval_w, epsilon=config.epsilon)
+        loop.keep_good()
+        exact = loop.eval_is_sample and hard
+        loop.last = ev if exact else None
+        if loop.evaluate(marginal_error(ev.masses, nu), exact=exact):
+            return
 
 
-def _source_weights(problem: Problem) -> Tensor:
-    X, w = problem.source, problem.source_weight
-    if w is None:
-        w = torch.full((X.shape[0],), 1.0 / X.shape[0], dtype=X.dtype, device=X.device)
-    return w
+def _newton_steps(loop: _Loop) -> None:
+    """Damped Newton steps on the free heights over the whole sample, each one evaluation
+    (see :mod:`._newton`), until converged, out of steps or stopped."""
+    state, problem, config = loop.state, loop.problem, loop.config
+    nu = problem.target_weight
+    current = None  # the pass at the current heights
+    while loop.running:
+        current = _newton_pass(state, problem, current)
+        state.step += 1
+        state.energies.append(current.hard_energy)
+        if not math.isfinite(current.hard_energy):
+            loop.diverged("energy")
+        if loop.evaluate(marginal_error(current.hard, nu), exact=True):
+            break
+        current = _newton_update(state, problem, config, current)
+    if current is not None:
+        loop.last = CellSums(current.hard, None, None, current.index[:, 0])
 
 
 @torch.no_grad()
@@ -324,248 +602,25 @@ def _newton_update(
     return nxt
 
 
-def _center_residual(model: HeightModel, nu: Tensor) -> None:
-    # Heights are defined up to a constant; keep the free part from drifting.
-    residual = getattr(model, "residual", None)
-    if residual is not None:
-        with torch.no_grad():
-            residual -= (nu * residual).sum()
+def _adapt_schedule(
+    state: SolverState, config: SolverConfig, error: float, max_batch: int, nu: Tensor
+) -> None:
+    """Grow the batch or halve the step sizes after an evaluation that did not converge.
 
-
-def _to_device(obj, device):
-    if isinstance(obj, Tensor):
-        # Always a copy: a snapshot must not share storage (e.g. Adam's step counters).
-        return obj.detach().to(device, copy=True)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
-
-
-def state_to_dict(state: SolverState) -> dict:
-    """A device-free snapshot of ``state`` (all tensors on the CPU), for pickling."""
-    gen = state.generator
-    return {
-        "model": copy.deepcopy(state.model).cpu(),
-        "optimizer": _to_device(state.optimizer.state_dict(), "cpu"),
-        "generator": {
-            "device": gen.device.type,
-            "state": gen.get_state(),
-            "seed": gen.initial_seed(),
-        },
-        "scalars": {
-            k: getattr(state, k)
-            for k in (
-                "batch_size",
-                "step",
-                "best_error",
-                "n_stall",
-                "error",
-                "converged",
-                "temperature",
-                "damping",
-                "restarted",
-            )
-        },
-        "energies": list(state.energies),
-        "errors": list(state.errors),
-        "schedule": list(state.schedule),
-        "eval_source": _to_device(state.eval_source, "cpu"),
-        "eval_weight": _to_device(state.eval_weight, "cpu"),
-    }
-
-
-def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
-    """Rebuild a :class:`SolverState` from :func:`state_to_dict` on ``device``.
-
-    The random generator's exact state is restored on the same kind of device; across kinds
-    (a CUDA state loaded on a CPU) it is reseeded deterministically from its seed and step.
+    The batch doubles as soon as the error is within twice the batch's Monte Carlo noise
+    floor, or after ``n_iter_no_change`` evaluations without a 1% improvement; at its cap,
+    stalls (with a ``full_batch_patience`` times longer patience: those evaluations are exact)
+    halve the step sizes instead.
     """
-    model = snapshot["model"].to(device)
-    optimizer = make_optimizer(model, SolverConfig())
-    optimizer.load_state_dict(snapshot["optimizer"])
-    gen_info = snapshot["generator"]
-    generator = torch.Generator(device=device)
-    if gen_info["device"] == generator.device.type:
-        generator.set_state(gen_info["state"])
-    else:
-        generator.manual_seed(gen_info["seed"] + snapshot["scalars"]["step"])
-    state = SolverState(
-        model=model,
-        optimizer=optimizer,
-        generator=generator,
-        batch_size=snapshot["scalars"]["batch_size"],
-    )
-    for key, value in snapshot["scalars"].items():
-        setattr(state, key, value)
-    state.energies = list(snapshot["energies"])
-    state.errors = list(snapshot["errors"])
-    state.schedule = list(snapshot.get("schedule", []))
-    state.eval_source = _to_device(snapshot["eval_source"], device)
-    state.eval_weight = _to_device(snapshot["eval_weight"], device)
-    return state
-
-
-def _parameters_finite(model: HeightModel) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-
-
-def run(
-    state: SolverState,
-    problem: Problem,
-    config: SolverConfig,
-    max_steps: int,
-    callback: Callable[[SolverState, float], None] | None = None,
-) -> SolverState:
-    """Take up to ``max_steps`` optimisation steps, stopping early once converged.
-
-    Each step draws a Monte Carlo batch, computes the cell masses under the current heights
-    (no graph through the ``B x m`` scores) and back-propagates
-    ``sum_j (w_j - nu_j) h_j(theta)``, whose gradient is exactly that of the energy. The
-    marginal error is measured every ``eval_every`` steps on a fixed evaluation set (every
-    step once the batch is the whole empirical sample: those steps are exact). The batch
-    doubles as soon as the error is within twice the batch's Monte Carlo noise floor, or after
-    ``n_iter_no_change`` evaluations without progress; at its cap, stalls halve the step sizes
-    instead. Where Newton steps apply (free heights, empirical source, no smoothing, and with
-    ``solver="auto"`` at least ``NEWTON_MIN_SAMPLES_PER_TARGET`` samples per target), steps
-    over the whole sample are damped Newton steps on the free heights, each one evaluation
-    (see :mod:`._newton`); ``solver="newton"``, vector heights and restarted (warm) problems
-    of at most ``max_eval_samples`` samples start there. ``callback(state, seconds)`` is called
-    after each evaluation.
-    """
-    Y, nu = problem.target, problem.target_weight
-    eval_X, eval_w = _evaluation_set(state, problem, config)
-    max_batch = _max_batch(problem, config)
-    good = copy.deepcopy(state.model.state_dict())
-    start = time.perf_counter()
-    end_step = state.step + max_steps
-    state.converged = False
-    newton = _uses_newton(state.model, problem, config)
-    if _starts_exact(state, problem, config):
-        state.batch_size = max(state.batch_size, problem.n_samples)
-    state.restarted = False
-    state.assignment = None
-    current = None  # the Newton pass at the current heights
-    while state.step < end_step:
-        full = _full_batch(state, problem)
-        if full and newton:
-            # Like a full-batch Adam step: evaluate the current heights (exactly), then update.
-            current = _newton_pass(state, problem, current)
-            state.step += 1
-            state.energies.append(current.hard_energy)
-            if not math.isfinite(current.hard_energy):
-                _diverged(state, good, "energy")
-            if _record(
-                state, nu, marginal_error(current.hard, nu), config, max_batch, start, callback
-            ):
-                break
-            current = _newton_update(state, problem, config, current)
-            continue
-        h = state.model(Y)
-        with torch.no_grad():
-            xb, wb = (
-                (problem.source, problem.source_weight)
-                if full
-                else (problem.draw(state.batch_size, state.generator), None)
-            )
-            masses, mean_u = cell_masses(
-                xb, Y, h.detach(), wb, epsilon=config.epsilon, block_elements=config.block_elements
-            )
-            energy = float(mean_u - (nu * h.detach()).sum())
-        if not math.isfinite(energy):
-            _diverged(state, good, "energy")
-        state.step += 1
-        state.energies.append(energy)
-        if full:
-            # Exact masses of the current heights: this step is also an evaluation.
-            if _record(state, nu, marginal_error(masses, nu), config, max_batch, start, callback):
-                break
-        state.optimizer.zero_grad(set_to_none=True)
-        ((masses.to(h.dtype) - nu) * h).sum().backward()
-        state.optimizer.step()
-        _center_residual(state.model, nu)
-        if full:
-            # Non-finite parameters show up as a non-finite energy at the next step.
-            if state.step % 10 == 0:
-                good = copy.deepcopy(state.model.state_dict())
-            continue
-        eval_every = config.eval_every or max(10, math.ceil(2 * eval_X.shape[0] / state.batch_size))
-        if state.step % eval_every and state.step < end_step:
-            continue
-        _check_finite(state, good)
-        with torch.no_grad():
-            em, _ = cell_masses(
-                eval_X,
-                Y,
-                state.model(Y),
-                eval_w,
-                epsilon=config.epsilon,
-                block_elements=config.block_elements,
-            )
-        good = copy.deepcopy(state.model.state_dict())
-        if _record(state, nu, marginal_error(em, nu), config, max_batch, start, callback):
-            break
-    _check_finite(state, good)
-    if current is not None:
-        state.assignment = current.index[:, 0]
-    return state
-
-
-def _check_finite(state: SolverState, good: dict) -> None:
-    if not _parameters_finite(state.model):
-        _diverged(state, good, "heights")
-
-
-def _diverged(state: SolverState, good: dict, what: str) -> None:
-    """Restore the last finite state and raise."""
-    state.model.load_state_dict(good)
-    raise DivergenceError(
-        f"training diverged at iteration {state.step} (non-finite {what}); the last finite "
-        "state was kept. Lower learning_rate / height_learning_rate or rescale the data."
-    )
-
-
-def _record(
-    state: SolverState,
-    nu: Tensor,
-    error: float,
-    config: SolverConfig,
-    max_batch: int,
-    start: float,
-    callback: Callable[[SolverState, float], None] | None,
-) -> bool:
-    """Log an evaluation, adapt the schedule, and return whether training has converged."""
-    state.error = error
-    state.errors.append((state.step, error))
-    state.schedule.append(
-        (
-            error,
-            state.batch_size,
-            [g["lr"] for g in state.optimizer.param_groups],
-            state.temperature,
-        )
-    )
-    if callback is not None:
-        callback(state, time.perf_counter() - start)
-    if error <= config.tol:
-        state.converged = True
-        return True
-    # A batch of size B cannot resolve errors below its own noise floor: grow it at once.
     grown = False
     while state.batch_size < max_batch and error < 2 * noise_floor(nu, state.batch_size):
         state.batch_size = min(2 * state.batch_size, max_batch)
         grown = True
-    if grown:
-        state.n_stall = 0
-        state.best_error = error
-        return False
-    if error < state.best_error * 0.99:
+    if grown or error < state.best_error * 0.99:
         state.best_error = error
         state.n_stall = 0
-        return False
+        return
     state.n_stall += 1
-    # Full-batch steps are evaluations too, and exact: give them a longer patience.
     patience = config.n_iter_no_change
     if state.batch_size >= max_batch:
         patience *= config.full_batch_patience
@@ -576,10 +631,5 @@ def _record(
         if state.batch_size < max_batch:
             state.batch_size = min(2 * state.batch_size, max_batch)
         else:
-            _halve_step_sizes(state, config)
-    return False
-
-
-def _halve_step_sizes(state: SolverState, config: SolverConfig) -> None:
-    for group in state.optimizer.param_groups:
-        group["lr"] = max(0.5 * group["lr"], config.min_lr_factor * group["initial_lr"])
+            for group in state.optimizer.param_groups:
+                group["lr"] = max(0.5 * group["lr"], config.min_lr_factor * group["initial_lr"])

@@ -6,6 +6,7 @@ NumPy <-> tensor conversion, the fitted attributes and pickling.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -18,76 +19,23 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, 
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _solver
 from ._kernels import PowerCells
 from ._potentials import (
     HEIGHT_KINDS,
+    carry_over_heights,
     gaussian_offset,
     make_height_model,
-    transfer_heights,
     typical_spacing,
 )
+from ._snapshot import state_from_dict, state_to_dict
+from ._validation import _check_weights, resolve_device, validate_fit_inputs
 
 __all__ = ["OTNetTransport", "nearest_rows", "resolve_device"]
 
 _DTYPE = torch.float32
-
-
-def resolve_device(device: str) -> torch.device:
-    """Turn the ``device`` parameter into a ``torch.device``, failing clearly."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}"
-        ) from exc
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} was requested but CUDA is not available")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device={device!r} was requested but only "
-                f"{torch.cuda.device_count()} CUDA device(s) exist"
-            )
-    elif dev.type != "cpu":
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
-    return dev
-
-
-def _check_weights(weights, n: int, name: str) -> np.ndarray:
-    """Validate a weight vector of length ``n``; return it normalised to sum to one."""
-    w = check_array(weights, ensure_2d=False, dtype=np.float64, input_name=name)
-    if w.ndim != 1:
-        raise ValueError(f"{name} must be 1-dimensional, got shape {w.shape}")
-    if w.shape[0] != n:
-        raise ValueError(f"{name} has {w.shape[0]} entries but {n} were expected")
-    if (w < 0).any():
-        raise ValueError(f"{name} must be non-negative, got a minimum of {w.min()}")
-    total = w.sum()
-    if not total > 0:
-        raise ValueError(f"{name} must not be all zero (sum of weights is {total})")
-    return w / total
-
-
-def _merge_duplicates(
-    Y: np.ndarray, nu: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Merge identical target points (summing their weights): no power diagram can tell them
-    apart, so they would otherwise never reach their masses. Also returns the row of ``Y``
-    each merged point comes from (its first occurrence), or ``None`` when nothing merged."""
-    uniq, inverse = np.unique(Y, axis=0, return_inverse=True)
-    if uniq.shape[0] == Y.shape[0]:
-        return Y, nu, None
-    # Keep the first-occurrence order of the points.
-    first = np.full(uniq.shape[0], Y.shape[0])
-    np.minimum.at(first, inverse.ravel(), np.arange(Y.shape[0]))
-    order = np.argsort(first)
-    merged = np.bincount(inverse.ravel(), weights=nu, minlength=uniq.shape[0])
-    return uniq[order], merged[order], first[order]
 
 
 def nearest_rows(A, B) -> np.ndarray:
@@ -99,16 +47,15 @@ def nearest_rows(A, B) -> np.ndarray:
     return idx.numpy()
 
 
-def _check_target_ids(ids, m: int) -> np.ndarray:
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.shape[0] != m:
-        raise ValueError(
-            f"target_ids must be 1-dimensional with one id per row of X_target ({m}), got "
-            f"shape {ids.shape}"
-        )
-    if np.unique(ids).shape[0] != m:
-        raise ValueError("target_ids must be unique")
-    return ids
+def _print_step(estimator, record: _solver.StepRecord) -> None:
+    """The ``verbose`` line of one evaluation."""
+    print(
+        f"Iteration {record.step}, batch {record.batch_size}, learning rate "
+        f"{record.learning_rate:.2e}, marginal error {record.error:.5f}, energy "
+        f"{record.energy:.6f}, {record.seconds:.1f}s",
+        file=sys.stdout,
+        flush=True,
+    )
 
 
 class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -183,6 +130,13 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Seeds the network initialisation and the Monte Carlo batches.
     verbose : int, default=0
         ``0`` is silent; ``1`` or more prints one line per evaluation.
+    callbacks : list of callable, default=None
+        Called after every evaluation as ``callback(estimator, record)``, with ``record`` a
+        :class:`~skot.callbacks.StepRecord` (step, marginal error, energy, batch size,
+        learning rate, temperature, seconds); a true return value stops the fit (without a
+        ``ConvergenceWarning``). A callback with ``on_fit_begin(estimator, max_steps)`` or
+        ``on_fit_end(estimator)`` methods is also told when each fit starts and ends.
+        :mod:`skot.callbacks` has a progress bar and a time budget.
 
     Attributes
     ----------
@@ -275,6 +229,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "callbacks": [list, tuple, None],
     }
 
     def __init__(
@@ -297,6 +252,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         warm_start=False,
         random_state=None,
         verbose=0,
+        callbacks=None,
     ):
         self.height = height
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -316,6 +272,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -399,123 +356,85 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             max_steps=None,
         )
 
-    def _validate_inputs(self, X, X_target, sample_weight, target_weight, target_ids, reset):
-        X = validate_data(
-            self, X, reset=reset, dtype=[np.float64, np.float32], ensure_min_samples=2
-        )
-        n = X.shape[0]
-        mu = None if sample_weight is None else _check_weights(sample_weight, n, "sample_weight")
-        if X_target is None:
-            if reset or not hasattr(self, "target_"):
-                Y = X
-                nu = (
-                    mu
-                    if target_weight is None
-                    else _check_weights(target_weight, n, "target_weight")
-                )
-                nu = np.full(n, 1.0 / n) if nu is None else nu
-            else:
-                Y, nu = None, None
-        else:
-            try:
-                Y = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
-            except (TypeError, ValueError) as exc:
-                if "X_target" in str(exc):
-                    raise
-                raise type(exc)(f"X_target: {exc}") from exc
-            if Y.shape[1] != X.shape[1]:
-                raise ValueError(
-                    f"X_target has {Y.shape[1]} features, but X has {X.shape[1]} features"
-                )
-            m = Y.shape[0]
-            nu = (
-                np.full(m, 1.0 / m)
-                if target_weight is None
-                else _check_weights(target_weight, m, "target_weight")
-            )
-        ids = None
-        if Y is not None and target_ids is not None:
-            ids = _check_target_ids(target_ids, Y.shape[0])
-        if Y is not None:
-            Y, nu, rows = _merge_duplicates(np.asarray(Y, dtype=np.float64), nu)
-            if ids is not None and rows is not None:
-                ids = ids[rows]
-            if Y.shape[0] < 2:
-                raise ValueError(
-                    "X_target must contain at least 2 distinct points (a single target point "
-                    "makes the map constant); got 1"
-                )
-            keep = nu > 0
-            if not keep.all():
-                Y, nu = Y[keep], nu[keep]
-                ids = None if ids is None else ids[keep]
-        return X, mu, Y, nu, ids
-
     def _fit(
         self, X, X_target, sample_weight, target_weight, target_ids, *, incremental, max_steps
     ):
         """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``)."""
-        if not incremental:
-            for attr in ("_state", "target_"):
-                self.__dict__.pop(attr, None)
-        X, mu, Y, nu, ids = self._validate_inputs(
-            X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
-        )
         one_pass = max_steps is None
-        if self.solver == "newton" and not one_pass:
-            self._check_newton_applies()
-        if incremental:
-            device = self.device_
-        else:
-            device = resolve_device(self.device)
-            self.device_ = device
-            self._init_state(X, mu, Y, nu, ids, device)
-            self.n_iter_ = 0
-        changed = incremental and Y is not None and self._change_target(Y, nu, ids)
-        problem = self._problem(X, mu)
         config = self._config()
         if one_pass:
             # A batch of a stream is not the whole sample: no exact (Newton) steps on it.
             config = dataclasses.replace(config, solver="adam")
+        _solver.check_solver(self.height != "network", config, self.bandwidth)
+        if not incremental:
+            for attr in ("_state", "target_"):
+                self.__dict__.pop(attr, None)
+        X, mu, Y, nu, ids = validate_fit_inputs(
+            self, X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
+        )
+        if not incremental:
+            self.device_ = resolve_device(self.device)
+            self._init_state(X, mu, Y, nu, ids, self.device_)
+            self.n_iter_ = 0
+        changed = incremental and Y is not None and self._change_target(Y, nu, ids)
+        problem = self._problem(X, mu)
         if changed:
-            with torch.no_grad():
-                h = self._state.model(self._target_t)
-                masses, _ = _solver.cell_masses(
-                    problem.source,
-                    self._target_t,
-                    h,
-                    problem.source_weight,
-                    epsilon=config.epsilon,
-                )
-            _solver.restart_schedule(
-                self._state, config, _solver.marginal_error(masses, self._nu_t)
-            )
+            _solver.restart_schedule(self._state, problem, config)
         if one_pass:
             max_steps = max(1, X.shape[0] // self.batch_size)
-        callback = self._report if self.verbose else None
         steps_before = self._state.step
-        try:
-            _solver.run(self._state, problem, config, max_steps, callback)
-        finally:
-            self.n_iter_ += self._state.step - steps_before
-            self._finish(problem, config)
-        if not self.converged_ and not one_pass:
-            per_target = problem.n_samples / self.target_.shape[0]
-            hint = ""
-            if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
-                hint = (
-                    f" With {per_target:.2g} samples per target the map is close to an "
-                    "assignment, which float32 scores resolve only approximately past about "
-                    "1,000 points (user guide: 'As many samples as targets')."
-                )
-            warnings.warn(
-                f"OTNetTransport stopped after {self._state.step - steps_before} iterations "
-                f"with marginal error "
-                f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.{hint}",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
+        with self._callbacks(max_steps) as callback:
+            result = None
+            try:
+                result = _solver.run(self._state, problem, config, max_steps, callback)
+            finally:
+                # Also after an error or an interruption: the attributes of the last finite
+                # state, before the callbacks hear that the fit ended.
+                result = result or _solver.summarize(self._state, problem, config)
+                self.n_iter_ += self._state.step - steps_before
+                self._finish(result)
+        if not result.converged and not result.stopped and not one_pass:
+            self._warn_not_converged(result, problem)
         return self
+
+    def _warn_not_converged(self, result, problem):
+        per_target = problem.n_samples / self.target_.shape[0]
+        hint = ""
+        if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
+            hint = (
+                f" With {per_target:.2g} samples per target the map is close to an "
+                "assignment, which float32 scores resolve only approximately past about "
+                "1,000 points (user guide: 'As many samples as targets')."
+            )
+        warnings.warn(
+            f"OTNetTransport stopped after {result.n_steps} iterations with marginal error "
+            f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.{hint}",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+
+    @contextlib.contextmanager
+    def _callbacks(self, max_steps):
+        """The solver's callback: ``verbose`` lines, then each of ``callbacks``, told of the
+        fit's start and end (``on_fit_begin`` / ``on_fit_end`` where they have them)."""
+        callbacks = list(self.callbacks or [])
+        if self.verbose:
+            callbacks.insert(0, _print_step)
+        for cb in callbacks:
+            if not callable(cb):
+                raise TypeError(f"callbacks must be callables, got {cb!r}")
+        for cb in callbacks:
+            getattr(cb, "on_fit_begin", lambda *_: None)(self, max_steps)
+
+        def callback(record):
+            # Every callback sees every record, even when an earlier one asks to stop.
+            return any([bool(cb(self, record)) for cb in callbacks])
+
+        try:
+            yield callback if callbacks else None
+        finally:
+            for cb in callbacks:
+                getattr(cb, "on_fit_end", lambda *_: None)(self)
 
     def _config(self) -> _solver.SolverConfig:
         return _solver.SolverConfig(
@@ -528,21 +447,6 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             n_iter_no_change=self.n_iter_no_change,
             solver=self.solver,
         )
-
-    def _check_newton_applies(self):
-        problems = []
-        if self.height == "network":
-            problems.append('height="network" has no free per-point heights')
-        if self.epsilon > 0:
-            problems.append("epsilon > 0")
-        if self.bandwidth > 0:
-            problems.append("bandwidth > 0")
-        if problems:
-            raise ValueError(
-                'solver="newton" needs free heights on the sample itself, but '
-                + ", ".join(problems)
-                + '; use solver="auto" or "adam".'
-            )
 
     def _init_state(self, X, mu, Y, nu, ids, device):
         # One centre and one scale for source and target: the map is equivariant under them,
@@ -595,40 +499,26 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         heights), a point matched to a previous point (by id when both calls gave
         ``target_ids``, else by exact coordinates) starts from its trained height, moved to
         first order if the point moved; the others start from their nearest previous points'
-        first-order expansions (:func:`transfer_heights`).
+        first-order expansions (:func:`~._potentials.carry_over_heights`).
         """
         same_points = np.array_equal(Y, self.target_)
         if same_points and np.array_equal(nu, self.target_weight_):
             self._target_ids = ids if ids is not None else self._target_ids
             return False
         model = self._state.model
-        residual = getattr(model, "residual", None)
-        if residual is not None and not same_points:
+        if getattr(model, "residual", None) is not None and not same_points:
             if ids is not None and self._target_ids is not None:
                 old = {key: i for i, key in enumerate(self._target_ids.tolist())}
                 keys = ids.tolist()
             else:
                 old = {row.tobytes(): i for i, row in enumerate(self.target_)}
                 keys = [row.tobytes() for row in Y]
-            src = np.array([old.get(key, -1) for key in keys])
-            matched = torch.as_tensor(src >= 0, device=self.device_)
-            rows = torch.as_tensor(src[src >= 0], device=self.device_)
-            Y_t = self._to_tensor(Y)
-            with torch.no_grad():
-                # The height function's gradient at a target point is minus its cell's
-                # barycentre: a moved point keeps its height to first order, so its cell
-                # stays where it was; a new point gets its neighbours' expansions.
-                h_old, grad = model(self._target_t), -self._barycenters_t
-                h_new = torch.empty(Y.shape[0], dtype=_DTYPE, device=self.device_)
-                moved = Y_t[matched] - self._target_t[rows]
-                h_new[matched] = h_old[rows] + (moved * grad[rows]).sum(dim=1)
-                h_new[~matched] = transfer_heights(self._target_t, h_old, grad, Y_t[~matched])
-                net = getattr(model, "net", None)
-                new = h_new - model.offset(Y_t) - (net(Y_t) if net is not None else 0.0)
-            model.residual = torch.nn.Parameter(new)
+            rows = torch.as_tensor([old.get(key, -1) for key in keys], device=self.device_)
+            # The height function's gradient at a target point is minus its cell's barycentre.
+            carry_over_heights(
+                model, self._target_t, -self._barycenters_t, self._to_tensor(Y), rows
+            )
             self._state.optimizer = _solver.make_optimizer(model, self._config())
-        # A new problem: restart the schedule (step sizes, batch growth) from the trained
-        # parameters. The batch regrows at once when the warm error is already small.
         self._set_target(Y, nu, ids)
         return True
 
@@ -654,60 +544,25 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             bandwidth=self.bandwidth,
         )
 
-    def _finish(self, problem, config):
-        """Derive the NumPy attributes from the solver state."""
+    def _finish(self, result: _solver.SolverResult) -> None:
+        """Derive the fitted attributes from the solver's result (no pass over the data)."""
         state = self._state
-        with torch.no_grad():
-            h = state.model(self._target_t)
-            idx, state.assignment = state.assignment, None
-            if idx is None or idx.shape[0] != problem.n_samples:
-                _, idx = _solver.power_assign(problem.source, self._target_t, h)
-            w = (
-                torch.full((problem.n_samples,), 1.0 / problem.n_samples, device=self.device_)
-                if problem.source_weight is None
-                else problem.source_weight
-            )
-            masses = torch.bincount(idx, weights=w.double(), minlength=h.shape[0])
-            sums = problem.source.new_zeros(h.shape[0], problem.source.shape[1])
-            if problem.source_weight is None:
-                sums.index_add_(0, idx, problem.source).div_(problem.n_samples)
-            else:
-                sums.index_add_(0, idx, problem.source * w[:, None])
-        h = h.double().cpu().numpy()
-        masses = masses.double().cpu().numpy()
-        sums = sums.double().cpu().numpy()
-        Y = self.target_
+        occupied = result.masses > 0
+        bary = self._target_t.double()
+        bary[occupied] = result.sums[occupied] / result.masses[occupied, None]
+        self._barycenters_t = bary.to(_DTYPE)
+        self._heights_t = result.heights.detach().to(_DTYPE)
+        occupied = occupied.cpu().numpy()
+        self.barycenters_ = self.target_.copy()  # an empty cell's barycentre: its point
+        self.barycenters_[occupied] = bary[occupied].cpu().numpy() * self.scale_ + self.center_
         # Heights in the input's units: <x, y> + H = s^2 (<x', y'> + h') + terms without j.
-        H = self.scale_**2 * h - Y @ self.center_
+        H = self.scale_**2 * result.heights.double().cpu().numpy() - self.target_ @ self.center_
         self.heights_ = H - self.target_weight_ @ H
-        occupied = masses > 0
-        bary_t = self._target_t.clone()
-        occupied_t = torch.as_tensor(occupied, device=self.device_)
-        bary_t[occupied_t] = (
-            torch.as_tensor(sums[occupied] / masses[occupied, None], dtype=_DTYPE)
-        ).to(self.device_)
-        self._barycenters_t = bary_t
-        bary = Y.copy()
-        bary[occupied] = (sums[occupied] / masses[occupied, None]) * self.scale_ + self.center_
-        self.barycenters_ = bary
-        if config.epsilon == 0 and problem.is_empirical:
-            self.marginal_error_ = 0.5 * float(np.abs(masses - self.target_weight_).sum())
-        else:
-            self.marginal_error_ = state.error
-        self.converged_ = bool(self.marginal_error_ <= self.tol)
+        self.marginal_error_ = result.error
+        self.converged_ = result.converged
         self.loss_curve_ = list(state.energies)
         self.marginal_error_curve_ = list(state.errors)
         self.potential_ = state.model
-        self._heights_t = torch.as_tensor(h, dtype=_DTYPE, device=self.device_)
-
-    def _report(self, state, seconds):
-        lr = max(group["lr"] for group in state.optimizer.param_groups)
-        print(
-            f"Iteration {state.step}, batch {state.batch_size}, learning rate {lr:.2e}, "
-            f"marginal error {state.error:.5f}, energy {state.energies[-1]:.6f}, {seconds:.1f}s",
-            file=sys.stdout,
-            flush=True,
-        )
 
     # ------------------------------------------------------------------ cells
     # NumPy in, NumPy out: the fitted power diagram for skot.da and skot.sampling, which stay
@@ -729,14 +584,14 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _top_cells(self, X, k) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best cells of every row of ``X`` and their scores, in the input's units
         up to a constant per row (so score gaps are exact): ``<x, target_j> + heights_j``."""
-        vals, idx = self._cells().top_k(self._to_tensor(X), k)
+        vals, idx = self._cells(torch.float64).top_k(self._to_tensor(X).double(), k)
         return vals.double().cpu().numpy() * self.scale_**2, idx.cpu().numpy()
 
     def _scores_at(self, X, index) -> np.ndarray:
         """Scores of the rows of ``X`` for the cells ``index`` (shape ``(n, k)``), in the units
         of :meth:`_top_cells`."""
         index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device_)
-        vals = self._cells().scores_at(self._to_tensor(X), index)
+        vals = self._cells(torch.float64).scores_at(self._to_tensor(X).double(), index)
         return vals.double().cpu().numpy() * self.scale_**2
 
     def _cell_sums(self, X, values) -> np.ndarray:
@@ -859,7 +714,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         for key in ("_target_t", "_nu_t", "_heights_t", "_barycenters_t", "potential_"):
             state.pop(key, None)
         if "_state" in state:
-            state["_state"] = _solver.state_to_dict(self._state)
+            state["_state"] = state_to_dict(self._state)
             state["device_"] = str(self.device_)
         return state
 
@@ -878,7 +733,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
             device = torch.device("cpu")
         self.device_ = device
-        self._state = _solver.state_from_dict(snapshot, device)
+        self._state = state_from_dict(snapshot, device)
         self.potential_ = self._state.model
         self._set_target(self.target_, self.target_weight_, self.__dict__.get("_target_ids"))
         with torch.no_grad():

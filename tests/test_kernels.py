@@ -33,7 +33,7 @@ def test_row_max_equals_torch_max_with_first_index_on_ties(device, cols):
     val, idx = _row_max(s)
     ref_val, ref_idx = s.max(dim=1)
     assert torch.equal(val, ref_val)
-    # Ties go to the lowest index, as power_assign documents (torch.max's CPU behaviour).
+    # Ties go to the lowest index, as PowerCells.assign documents (torch.max's CPU behaviour).
     first = (s == ref_val[:, None]).int().argmax(dim=1)
     assert torch.equal(idx, first)
 

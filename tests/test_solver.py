@@ -1,10 +1,12 @@
-"""The torch core on its own: chunked power cells, masses, gradients, state round trips."""
+"""The torch core on its own: masses and gradients, the solver's result, state round trips."""
 
 import numpy as np
 import pytest
 import torch
 
 from skot import _solver
+from skot._kernels import PowerCells, marginal_error
+from skot._snapshot import state_from_dict, state_to_dict
 from skot._potentials import (
     NetworkHeights,
     ResidualHeights,
@@ -15,40 +17,8 @@ from skot._potentials import (
 )
 
 
-def _dense_argmax(X, Y, h):
-    scores = X @ Y.T + h
-    return scores.max(dim=1)
-
-
-@pytest.mark.parametrize("block_elements", [1, 7, 64, 2**24])
-def test_power_assign_chunked_equals_dense(device, block_elements):
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(53, 3, generator=g).to(device)
-    Y = torch.randn(37, 3, generator=g).to(device)
-    h = torch.randn(37, generator=g).to(device)
-    val, idx = _solver.power_assign(X, Y, h, block_elements=block_elements)
-    ref_val, ref_idx = _dense_argmax(X, Y, h)
-    torch.testing.assert_close(val, ref_val)
-    assert torch.equal(idx, ref_idx)
-
-
-@pytest.mark.parametrize("block_elements", [50, 4])  # one column block, or three
-def test_cell_masses_hard_and_soft_match_brute_force(device, block_elements):
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(200, 2, dtype=torch.float64, generator=g).to(device)
-    Y = torch.randn(11, 2, dtype=torch.float64, generator=g).to(device)
-    h = torch.randn(11, dtype=torch.float64, generator=g).to(device)
-    w = torch.rand(200, dtype=torch.float64, generator=g).to(device)
-    w /= w.sum()
-    scores = X @ Y.T + h
-    masses, mean_u = _solver.cell_masses(X, Y, h, w, block_elements=block_elements)
-    ref = torch.zeros(11, dtype=torch.float64, device=device).index_add_(0, scores.argmax(1), w)
-    torch.testing.assert_close(masses, ref)
-    torch.testing.assert_close(mean_u, (w * scores.max(1).values).sum())
-    eps = 0.3
-    soft, soft_u = _solver.cell_masses(X, Y, h, w, epsilon=eps, block_elements=block_elements)
-    torch.testing.assert_close(soft, torch.softmax(scores / eps, 1).T @ w)
-    torch.testing.assert_close(soft_u, (w * eps * torch.logsumexp(scores / eps, 1)).sum())
+def _masses(X, Y, h, epsilon=0.0):
+    return PowerCells(Y, h).cell_sums(X, epsilon=epsilon).masses
 
 
 def test_mass_gradient_is_the_energy_gradient():
@@ -60,12 +30,12 @@ def test_mass_gradient_is_the_energy_gradient():
     h = torch.randn(9, dtype=torch.float64, generator=g, requires_grad=True)
     energy = (X @ Y.T + h).max(dim=1).values.mean() - (nu * h).sum()
     (grad,) = torch.autograd.grad(energy, h)
-    masses, _ = _solver.cell_masses(X, Y, h.detach())
+    masses = _masses(X, Y, h.detach())
     torch.testing.assert_close(grad, masses - nu)
     # The surrogate the solver back-propagates gives the same gradient for network heights.
     model = make_height_model("network", 2, 9, (8,), generator=g).double()
     hm = model(Y)
-    masses, _ = _solver.cell_masses(X, Y, hm.detach())
+    masses = _masses(X, Y, hm.detach())
     ((masses - nu) * hm).sum().backward()
     surrogate = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -85,7 +55,7 @@ def test_soft_energy_gradcheck():
 
     assert torch.autograd.gradcheck(energy, (h,))
     (grad,) = torch.autograd.grad(energy(h), h)
-    masses, _ = _solver.cell_masses(X, Y, h.detach(), epsilon=0.2)
+    masses = _masses(X, Y, h.detach(), epsilon=0.2)
     torch.testing.assert_close(grad, masses)
 
 
@@ -146,10 +116,69 @@ def test_run_converges_and_resumes(device, kind, solver):
     assert state.step == first and not state.converged
     assert (state.temperature is not None) == (solver != "adam")
     before = state.errors[-1][1]
-    _solver.run(state, problem, config, max_steps=3000)  # resumes, never re-initialises
+    result = _solver.run(state, problem, config, max_steps=3000)  # resumes, never re-initialises
     assert state.converged and state.error <= 1e-2 < before
-    masses, _ = _solver.cell_masses(problem.source, problem.target, model(problem.target))
-    assert _solver.marginal_error(masses, problem.target_weight) <= 1e-2
+    assert result.converged and result.error == state.error and not result.stopped
+    assert result.n_steps == state.step - first
+    _check_result(result, problem, model)
+    masses = _masses(problem.source, problem.target, model(problem.target))
+    assert marginal_error(masses, problem.target_weight) <= 1e-2
+
+
+def _check_result(result, problem, model):
+    """The result's masses, sums and assignment are those of its heights, by brute force."""
+    X, Y, nu = problem.source, problem.target, problem.target_weight
+    with torch.no_grad():
+        torch.testing.assert_close(result.heights, model(Y))
+    idx = (X @ Y.T + result.heights).argmax(dim=1)
+    assert torch.equal(result.assignment, idx)
+    w = torch.full((X.shape[0],), 1.0 / X.shape[0], dtype=torch.float64, device=X.device)
+    masses = torch.zeros(Y.shape[0], dtype=torch.float64, device=X.device).index_add_(0, idx, w)
+    torch.testing.assert_close(result.masses, masses)
+    sums = torch.zeros(Y.shape, dtype=torch.float64, device=X.device)
+    torch.testing.assert_close(result.sums, sums.index_add_(0, idx, X.double() * w[:, None]))
+    assert result.error == pytest.approx(marginal_error(masses, nu))
+
+
+@pytest.mark.parametrize(("kind", "solver"), [("vector", "newton"), ("residual", "adam")])
+def test_result_reuses_the_last_exact_pass(monkeypatch, kind, solver):
+    """After Newton steps, and after Adam steps whose last evaluation is over the sample, the
+    result takes the training rows' cells from that pass instead of a new one."""
+    problem = _problem("cpu")
+    model = make_height_model(kind, 2, 40, (16,), generator=torch.Generator().manual_seed(0))
+    config = _solver.SolverConfig(batch_size=512, tol=1e-2, solver=solver)
+    state = _solver.init_state(model, config, torch.Generator().manual_seed(0))
+    given = []
+    summarize = _solver.summarize
+
+    def spy(*args, index=None, **kwargs):
+        given.append(index is not None)
+        return summarize(*args, index=index, **kwargs)
+
+    monkeypatch.setattr(_solver, "summarize", spy)
+    result = _solver.run(state, problem, config, max_steps=3000)
+    assert result.converged
+    assert given == [True]
+    _check_result(result, problem, model)
+
+
+def test_callback_sees_every_evaluation_and_can_stop():
+    problem = _problem("cpu")
+    model = make_height_model("vector", 2, 40)
+    config = _solver.SolverConfig(batch_size=256, tol=0.0, solver="adam", eval_every=5)
+    state = _solver.init_state(model, config, torch.Generator().manual_seed(0))
+    records = []
+
+    def callback(record):
+        records.append(record)
+        return len(records) == 3
+
+    result = _solver.run(state, problem, config, max_steps=1000, callback=callback)
+    assert result.stopped and not result.converged
+    assert [r.step for r in records] == [5, 10, 15] == [s for s, _ in state.errors]
+    assert result.n_steps == 15
+    assert all(isinstance(r, _solver.StepRecord) and r.seconds >= 0 for r in records)
+    assert [r.error for r in records] == [e for _, e in state.errors]
 
 
 def test_state_round_trip_preserves_training(device):
@@ -164,7 +193,7 @@ def test_state_round_trip_preserves_training(device):
 
     a = fresh()
     _solver.run(a, problem, config, max_steps=20)
-    b = _solver.state_from_dict(_solver.state_to_dict(a), torch.device(device))
+    b = state_from_dict(state_to_dict(a), torch.device(device))
     _solver.run(a, problem, config, max_steps=15)
     _solver.run(b, problem, config, max_steps=15)
     assert a.step == b.step == 35
@@ -183,7 +212,7 @@ def test_divergence_keeps_last_finite_state():
     with pytest.raises(_solver.DivergenceError, match="diverged"):
         _solver.run(state, problem, config, max_steps=20)
     assert torch.isfinite(model.residual).all()
-    masses, _ = _solver.cell_masses(problem.source, problem.target, model(problem.target))
+    masses = _masses(problem.source, problem.target, model(problem.target))
     assert torch.isfinite(masses).all()
 
 
