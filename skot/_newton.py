@@ -24,7 +24,15 @@ from torch import Tensor
 
 from ._kernels import PowerCells
 
-__all__ = ["Smoothed", "smoothed", "resmoothed", "newton_direction", "newton_step"]
+__all__ = [
+    "Smoothed",
+    "newton_direction",
+    "newton_step",
+    "pass_at",
+    "resmoothed",
+    "smoothed",
+    "update",
+]
 
 #: Smallest temperature (standardised units): float32 scores resolve about 1e-7 of their size.
 MIN_TEMPERATURE = 1e-6
@@ -178,3 +186,37 @@ def newton_step(
             return d, trial, max(damping / 3, 1e-6)
         damping *= 4
     return None, current, damping
+
+
+@torch.no_grad()
+def pass_at(state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor) -> Smoothed:
+    """The smoothed pass at the current heights of ``state.model``, at ``state.temperature``
+    (the initial one when ``None``, which is then stored)."""
+    current = smoothed(X, w, Y, state.model(Y), nu, state.temperature)
+    state.temperature = current.eps
+    return current
+
+
+@torch.no_grad()
+def update(
+    state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, tol: float, current: Smoothed
+) -> Smoothed:
+    """One damped Newton step on the free heights of ``state.model``; return the pass at the
+    new heights.
+
+    The temperature drops fourfold once the smoothed marginals are within half the tolerance
+    while the hard ones are not, or when no damping gives a decrease (float resolution).
+    """
+    model = state.model
+    h = model(Y)
+    sharpen = 0.5 * float((current.soft - nu.double()).abs().sum()) <= 0.5 * tol
+    if sharpen and state.temperature > MIN_TEMPERATURE:
+        state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
+        current = resmoothed(current, w, state.temperature)
+    d, nxt, state.damping = newton_step(X, w, Y, nu, h, current, state.temperature, state.damping)
+    if d is None:
+        state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
+        return resmoothed(current, w, state.temperature)
+    model.residual += d.to(model.residual.dtype)
+    model.residual -= (nu * model.residual).sum()  # a constant shift: the pass stays valid
+    return nxt

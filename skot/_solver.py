@@ -542,64 +542,21 @@ def _adam_steps(loop: _Loop, hand_over: bool) -> None:
 def _newton_steps(loop: _Loop) -> None:
     """Damped Newton steps on the free heights over the whole sample, each one evaluation
     (see :mod:`._newton`), until converged, out of steps or stopped."""
-    state, problem, config = loop.state, loop.problem, loop.config
-    nu = problem.target_weight
+    state, problem = loop.state, loop.problem
+    X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
     current = None  # the pass at the current heights
     while loop.running:
-        current = _newton_pass(state, problem, current)
+        if current is None:
+            current = _newton.pass_at(state, X, w, Y, nu)
         state.step += 1
         state.energies.append(current.hard_energy)
         if not math.isfinite(current.hard_energy):
             loop.diverged("energy")
         if loop.evaluate(marginal_error(current.hard, nu), exact=True):
             break
-        current = _newton_update(state, problem, config, current)
+        current = _newton.update(state, X, w, Y, nu, loop.config.tol, current)
     if current is not None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
-
-
-@torch.no_grad()
-def _newton_pass(
-    state: SolverState, problem: Problem, current: _newton.Smoothed | None
-) -> _newton.Smoothed:
-    """The smoothed pass at the current heights (``current`` when already known)."""
-    if current is not None:
-        return current
-    X, Y = problem.source, problem.target
-    h = state.model(Y)
-    current = _newton.smoothed(
-        X, _source_weights(problem), Y, h, problem.target_weight, state.temperature
-    )
-    state.temperature = current.eps
-    return current
-
-
-@torch.no_grad()
-def _newton_update(
-    state: SolverState, problem: Problem, config: SolverConfig, current: _newton.Smoothed
-) -> _newton.Smoothed:
-    """One damped Newton step on the free heights; return the pass at the new heights.
-
-    The temperature drops fourfold once the smoothed marginals are within half the tolerance
-    while the hard ones are not, or when no damping gives a decrease (float resolution).
-    """
-    X, Y, nu = problem.source, problem.target, problem.target_weight
-    w = _source_weights(problem)
-    model = state.model
-    h = model(Y)
-    sharpen = marginal_error(current.soft, nu) <= 0.5 * config.tol
-    if sharpen and state.temperature > _newton.MIN_TEMPERATURE:
-        state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
-        current = _newton.resmoothed(current, w, state.temperature)
-    d, nxt, state.damping = _newton.newton_step(
-        X, w, Y, nu, h, current, state.temperature, state.damping
-    )
-    if d is None:
-        state.temperature = max(state.temperature / 4, _newton.MIN_TEMPERATURE)
-        return _newton.resmoothed(current, w, state.temperature)
-    model.residual += d.to(model.residual.dtype)
-    _center_residual(model, nu)  # a constant shift: the pass stays valid
-    return nxt
 
 
 def _adapt_schedule(

@@ -6,10 +6,8 @@ NumPy <-> tensor conversion, the fitted attributes and pickling.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import sys
 import warnings
 from numbers import Integral, Real
 
@@ -22,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _solver
-from ._kernels import PowerCells
+from ._cells import FittedCellsMixin, nearest_rows  # noqa: F401 (temporary: skot.da)
 from ._potentials import (
     HEIGHT_KINDS,
     carry_over_heights,
@@ -32,33 +30,14 @@ from ._potentials import (
 )
 from ._snapshot import state_from_dict, state_to_dict
 from ._validation import _check_weights, resolve_device, validate_fit_inputs
+from .callbacks import chain_callbacks
 
-__all__ = ["OTNetTransport", "nearest_rows", "resolve_device"]
+__all__ = ["OTNetTransport"]
 
 _DTYPE = torch.float32
 
 
-def nearest_rows(A, B) -> np.ndarray:
-    """Index of the nearest row of ``B`` for every row of ``A`` (Euclidean, float64, on the
-    CPU; ties go to the lowest index)."""
-    A = torch.as_tensor(np.asarray(A, dtype=np.float64))
-    B = torch.as_tensor(np.asarray(B, dtype=np.float64))
-    _, idx = PowerCells(B, -0.5 * (B**2).sum(dim=1)).assign(A)
-    return idx.numpy()
-
-
-def _print_step(estimator, record: _solver.StepRecord) -> None:
-    """The ``verbose`` line of one evaluation."""
-    print(
-        f"Iteration {record.step}, batch {record.batch_size}, learning rate "
-        f"{record.learning_rate:.2e}, marginal error {record.error:.5f}, energy "
-        f"{record.energy:.6f}, {record.seconds:.1f}s",
-        file=sys.stdout,
-        flush=True,
-    )
-
-
-class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
+class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     """Semi-discrete optimal transport map learned by OT-Net.
 
     Learns the quadratic-cost optimal transport map from a source distribution, given by the
@@ -383,7 +362,7 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if one_pass:
             max_steps = max(1, X.shape[0] // self.batch_size)
         steps_before = self._state.step
-        with self._callbacks(max_steps) as callback:
+        with chain_callbacks(self, self.callbacks, self.verbose, max_steps) as callback:
             result = None
             try:
                 result = _solver.run(self._state, problem, config, max_steps, callback)
@@ -412,29 +391,6 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             ConvergenceWarning,
             stacklevel=4,
         )
-
-    @contextlib.contextmanager
-    def _callbacks(self, max_steps):
-        """The solver's callback: ``verbose`` lines, then each of ``callbacks``, told of the
-        fit's start and end (``on_fit_begin`` / ``on_fit_end`` where they have them)."""
-        callbacks = list(self.callbacks or [])
-        if self.verbose:
-            callbacks.insert(0, _print_step)
-        for cb in callbacks:
-            if not callable(cb):
-                raise TypeError(f"callbacks must be callables, got {cb!r}")
-        for cb in callbacks:
-            getattr(cb, "on_fit_begin", lambda *_: None)(self, max_steps)
-
-        def callback(record):
-            # Every callback sees every record, even when an earlier one asks to stop.
-            return any([bool(cb(self, record)) for cb in callbacks])
-
-        try:
-            yield callback if callbacks else None
-        finally:
-            for cb in callbacks:
-                getattr(cb, "on_fit_end", lambda *_: None)(self)
 
     def _config(self) -> _solver.SolverConfig:
         return _solver.SolverConfig(
@@ -563,51 +519,6 @@ class OTNetTransport(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.loss_curve_ = list(state.energies)
         self.marginal_error_curve_ = list(state.errors)
         self.potential_ = state.model
-
-    # ------------------------------------------------------------------ cells
-    # NumPy in, NumPy out: the fitted power diagram for skot.da and skot.sampling, which stay
-    # free of torch. Every score goes through skot._kernels.PowerCells.
-    def _cells(self, dtype=_DTYPE) -> PowerCells:
-        """The fitted power diagram in standardised coordinates."""
-        return PowerCells(self._target_t.to(dtype), self._heights_t.to(dtype))
-
-    def _assign(self, X) -> np.ndarray:
-        _, idx = self._cells().assign(self._to_tensor(X))
-        return idx.cpu().numpy()
-
-    def _nearest_target(self, X) -> np.ndarray:
-        """Index of the nearest row of ``target_`` for every row of ``X`` (Euclidean)."""
-        Y = self._target_t
-        _, idx = PowerCells(Y, -0.5 * (Y**2).sum(dim=1)).assign(self._to_tensor(X))
-        return idx.cpu().numpy()
-
-    def _top_cells(self, X, k) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` best cells of every row of ``X`` and their scores, in the input's units
-        up to a constant per row (so score gaps are exact): ``<x, target_j> + heights_j``."""
-        vals, idx = self._cells(torch.float64).top_k(self._to_tensor(X).double(), k)
-        return vals.double().cpu().numpy() * self.scale_**2, idx.cpu().numpy()
-
-    def _scores_at(self, X, index) -> np.ndarray:
-        """Scores of the rows of ``X`` for the cells ``index`` (shape ``(n, k)``), in the units
-        of :meth:`_top_cells`."""
-        index = torch.as_tensor(np.asarray(index), dtype=torch.long, device=self.device_)
-        vals = self._cells(torch.float64).scores_at(self._to_tensor(X).double(), index)
-        return vals.double().cpu().numpy() * self.scale_**2
-
-    def _cell_sums(self, X, values) -> np.ndarray:
-        """Sum over the rows of ``X`` of their ``values`` (shape ``(n, p)``) in each cell:
-        hard cells, or the softmax memberships of the entropic map when ``epsilon > 0``."""
-        V = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device_)
-        Xt = self._to_tensor(X).double()
-        w = Xt.new_ones(Xt.shape[0])
-        sums = self._cells(torch.float64).cell_sums(Xt, w, V, epsilon=self.epsilon).sums
-        return sums.cpu().numpy()
-
-    def _closest_to_enter(self, X, cells) -> np.ndarray:
-        """For each cell of ``cells``, the row of ``X`` closest to entering it."""
-        cells = torch.as_tensor(np.asarray(cells), dtype=torch.long, device=self.device_)
-        _, rows = self._cells().closest_to_enter(self._to_tensor(X), cells)
-        return rows.cpu().numpy()
 
     # ---------------------------------------------------------------- mapping
     def transform(self, X):

@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from numbers import Real
@@ -124,3 +125,41 @@ class TimeBudget:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(max_time={self.max_time!r})"
+
+
+def _print_step(estimator, record: StepRecord) -> None:
+    """The ``verbose`` line of one evaluation (on stdout, as scikit-learn's estimators)."""
+    print(
+        f"Iteration {record.step}, batch {record.batch_size}, learning rate "
+        f"{record.learning_rate:.2e}, marginal error {record.error:.5f}, energy "
+        f"{record.energy:.6f}, {record.seconds:.1f}s",
+        file=sys.stdout,
+        flush=True,
+    )
+
+
+@contextlib.contextmanager
+def chain_callbacks(estimator, callbacks, verbose: int, max_steps: int):
+    """The solver's one callback for a fit of ``estimator``: the ``verbose`` line, then each
+    of ``callbacks``, told of the fit's start and end (``on_fit_end`` also after an error).
+
+    Yields ``None`` when there is nothing to call.
+    """
+    chain = list(callbacks or [])
+    if verbose:
+        chain.insert(0, _print_step)
+    for cb in chain:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables, got {cb!r}")
+    for cb in chain:
+        getattr(cb, "on_fit_begin", lambda *_: None)(estimator, max_steps)
+
+    def callback(record):
+        # Every callback sees every record, even when an earlier one asks to stop.
+        return any([bool(cb(estimator, record)) for cb in chain])
+
+    try:
+        yield callback if chain else None
+    finally:
+        for cb in chain:
+            getattr(cb, "on_fit_end", lambda *_: None)(estimator)
