@@ -23,6 +23,7 @@ __all__ = [
     "carry_over_heights",
     "make_height_model",
     "gaussian_offset",
+    "initial_height_model",
     "transfer_heights",
     "typical_spacing",
 ]
@@ -322,3 +323,36 @@ def make_height_model(
     if kind == "network":
         return NetworkHeights(n_features, hidden_layer_sizes, frequency)
     return ResidualHeights(n_features, n_targets, hidden_layer_sizes, frequency)
+
+
+def initial_height_model(
+    kind: str,
+    X: Tensor,
+    Y: Tensor,
+    x_weight: Tensor | None,
+    y_weight: Tensor,
+    *,
+    hidden_layer_sizes: Sequence[int],
+    fourier_scale: float,
+    init: str,
+    generator: torch.Generator,
+) -> HeightModel:
+    """The height model a fit starts from, for source ``X`` and target ``Y`` (standardised).
+
+    Fourier frequencies of the network are ``fourier_scale`` over the typical spacing of the
+    target points; ``init="gaussian"`` starts from the optimal affine map between Gaussians
+    with the moments of source and target (:func:`gaussian_offset`), ``"voronoi"`` from the
+    nearest-target map.
+    """
+    frequency = 0.0
+    if kind != "vector" and fourier_scale > 0:
+        frequency = fourier_scale / typical_spacing(Y, generator=generator)
+    model = make_height_model(
+        kind, X.shape[1], Y.shape[0], hidden_layer_sizes, frequency, generator=generator
+    )
+    if init == "gaussian":
+        center, precision = gaussian_offset(X, Y, x_weight, y_weight)
+        with torch.no_grad():
+            model.offset_center.copy_(center)
+            model.offset_precision.copy_(precision)
+    return model

@@ -21,13 +21,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _solver
 from ._cells import FittedCellsMixin, nearest_rows  # noqa: F401 (temporary: skot.da)
-from ._potentials import (
-    HEIGHT_KINDS,
-    carry_over_heights,
-    gaussian_offset,
-    make_height_model,
-    typical_spacing,
-)
+from ._potentials import HEIGHT_KINDS, carry_over_heights, initial_height_model
 from ._snapshot import state_from_dict, state_to_dict
 from ._validation import _check_weights, resolve_device, validate_fit_inputs
 from .callbacks import chain_callbacks
@@ -417,27 +411,17 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self.scale_ = scale if scale > 0 and math.isfinite(scale) else 1.0
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=device).manual_seed(seed)
-        cpu_gen = torch.Generator().manual_seed(seed)
-        Yn = self._to_tensor(Y, "cpu")
-        frequency = 0.0
-        if self.height != "vector" and self.fourier_scale > 0:
-            frequency = self.fourier_scale / typical_spacing(Yn, generator=cpu_gen)
-        model = make_height_model(
+        model = initial_height_model(
             self.height,
-            X.shape[1],
-            Y.shape[0],
-            tuple(self.hidden_layer_sizes),
-            frequency,
-            generator=cpu_gen,
+            self._to_tensor(X, "cpu"),
+            self._to_tensor(Y, "cpu"),
+            None if mu is None else torch.as_tensor(mu),
+            torch.as_tensor(nu),
+            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            fourier_scale=self.fourier_scale,
+            init=self.init,
+            generator=torch.Generator().manual_seed(seed),
         )
-        if self.init == "gaussian":
-            w = None if mu is None else torch.as_tensor(mu)
-            center, precision = gaussian_offset(
-                self._to_tensor(X, "cpu"), Yn, w, torch.as_tensor(nu)
-            )
-            with torch.no_grad():
-                model.offset_center.copy_(center)
-                model.offset_precision.copy_(precision)
         self._state = _solver.init_state(model.to(device), self._config(), generator)
         self._set_target(Y, nu, ids)
 
