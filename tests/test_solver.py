@@ -6,7 +6,6 @@ import torch
 
 from skot import _solver
 from skot._kernels import PowerCells, marginal_error
-from skot._snapshot import state_from_dict, state_to_dict
 from skot._potentials import (
     NetworkHeights,
     ResidualHeights,
@@ -15,6 +14,7 @@ from skot._potentials import (
     make_height_model,
     typical_spacing,
 )
+from skot._snapshot import state_from_dict, state_to_dict
 
 
 def _masses(X, Y, h, epsilon=0.0):
