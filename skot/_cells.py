@@ -20,8 +20,8 @@ _DTYPE = torch.float32
 def nearest_rows(A, B) -> np.ndarray:
     """Index of the nearest row of ``B`` for every row of ``A`` (Euclidean, float64, on the
     CPU; ties go to the lowest index)."""
-    A = torch.as_tensor(np.asarray(A, dtype=np.float64))
-    B = torch.as_tensor(np.asarray(B, dtype=np.float64))
+    A = torch.tensor(np.asarray(A, dtype=np.float64))  # a copy: the input may be read-only
+    B = torch.tensor(np.asarray(B, dtype=np.float64))
     _, idx = PowerCells(B, -0.5 * (B**2).sum(dim=1)).assign(A)
     return idx.numpy()
 
@@ -69,5 +69,5 @@ class FittedCellsMixin:
     def _closest_to_enter(self, X, cells) -> np.ndarray:
         """For each cell of ``cells``, the row of ``X`` closest to entering it."""
         cells = torch.as_tensor(np.asarray(cells), dtype=torch.long, device=self.device_)
-        _, rows = self._cells().closest_to_enter(self._to_tensor(X), cells)
+        _, rows = self._cells(torch.float64).closest_to_enter(self._to_tensor(X).double(), cells)
         return rows.cpu().numpy()

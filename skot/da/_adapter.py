@@ -18,7 +18,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .._transport import nearest_rows
+from .._cells import nearest_rows
 from ._defaults import _COARSE_SLACK, _fit_default
 from ._domains import _source_mask, _split_domains
 from ._proportions import _estimate_proportions
