@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ._kernels import default_block_elements
+
 __all__ = [
     "HEIGHT_KINDS",
     "HeightModel",
@@ -188,7 +190,7 @@ def gaussian_offset(
         total = torch.zeros((), dtype=torch.float64, device=Z.device)
         first = torch.zeros(d, dtype=torch.float64, device=Z.device)
         second = torch.zeros(d, d, dtype=torch.float64, device=Z.device)
-        rows = max(1, 2**20 // max(d, 1))
+        rows = max(1, default_block_elements(Z.device) // max(d, 1))
         for r0 in range(0, n, rows):
             Zc = Z[r0 : r0 + rows].double()
             wc = (
@@ -237,7 +239,7 @@ def typical_spacing(
     q = torch.randperm(m, generator=generator)[: min(n_queries, m)].to(Y.device)
     Q = Y[q]
     best = torch.full((Q.shape[0],), math.inf, dtype=Y.dtype, device=Y.device)
-    chunk = max(1, 2**22 // Q.shape[0])
+    chunk = max(1, default_block_elements(Y.device) // Q.shape[0])
     for c0 in range(0, m, chunk):
         dist = torch.cdist(Q, Y[c0 : c0 + chunk])
         own = q[:, None] == torch.arange(c0, c0 + dist.shape[1], device=Y.device)[None, :]
@@ -260,7 +262,7 @@ def transfer_heights(
     """
     out = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
     k = min(k, Y_old.shape[0])
-    chunk = max(1, 2**22 // max(Y_old.shape[0], 1))
+    chunk = max(1, default_block_elements(Y_old.device) // max(Y_old.shape[0], 1))
     for r0 in range(0, Y_new.shape[0], chunk):
         Q = Y_new[r0 : r0 + chunk]
         dist, idx = torch.cdist(Q, Y_old).topk(k, dim=1, largest=False)
