@@ -46,6 +46,7 @@ def state_to_dict(state: SolverState) -> dict:
                 "temperature",
                 "damping",
                 "restarted",
+                "n_seen",
             )
         },
         "energies": list(state.energies),
@@ -53,6 +54,9 @@ def state_to_dict(state: SolverState) -> dict:
         "schedule": list(state.schedule),
         "eval_source": _to_device(state.eval_source, "cpu"),
         "eval_weight": _to_device(state.eval_weight, "cpu"),
+        "average": _to_device(state.average, "cpu"),
+        "seen_masses": _to_device(state.seen_masses, "cpu"),
+        "seen_sums": _to_device(state.seen_sums, "cpu"),
     }
 
 
@@ -84,6 +88,8 @@ def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
     state.schedule = [_schedule_entry(entry) for entry in snapshot.get("schedule", [])]
     state.eval_source = _to_device(snapshot["eval_source"], device)
     state.eval_weight = _to_device(snapshot["eval_weight"], device)
+    for key in ("average", "seen_masses", "seen_sums"):
+        setattr(state, key, _to_device(snapshot.get(key), device))
     return state
 
 
