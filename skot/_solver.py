@@ -634,12 +634,12 @@ def stream_steps(
     """One pass of averaged stochastic gradient steps over a chunk of a stream.
 
     The rows of ``problem.source`` are taken in a random order, ``config.batch_size`` at a
-    time (every row once). Adam's step sizes decay as ``sqrt(batch_size / n_seen)`` over the whole stream, and
-    the map is the running (suffix-weighted) average of the iterates: each batch of ``B``
-    rows moves it by ``2 B / (n_seen + B)`` of the way to the iterate (at most all of it), so
-    a stream continues a converged fit (which counts as its sample's rows) by small, ever
-    smaller steps instead of restarting it, and noise averages out as averaged SGD
-    prescribes. Every row's cell, at the iterate's heights, is added to the running counts
+    time (every row once). Adam's step sizes decay as ``sqrt(batch_size / n_seen)`` over the
+    whole stream, and the map is the running (suffix-weighted) average of the iterates: each
+    batch of ``B`` rows moves it by ``2 B / (n_seen + B)`` of the way to the iterate (at most
+    all of it). So a stream continues a converged fit (which counts as its sample's rows) by
+    small, ever smaller steps instead of restarting it, and noise averages out as averaged
+    SGD prescribes. Every row's cell, at the iterate's heights, is added to the running counts
     and sums. The callback sees one record per batch; the schedule does not adapt.
     """
     X, Y, nu = problem.source, problem.target, problem.target_weight
