@@ -30,7 +30,7 @@ __all__ = [
 
 #: Scores computed per block, by device type: the one block-size setting of the library. On a
 #: CPU small enough to stay in the L2 cache between the product and the row reduction
-#: (measured 3-4x faster than 64 MB blocks for d = 2); on a GPU large enough to fill it.
+#: (several times faster than large blocks at small d); on a GPU large enough to fill it.
 BLOCK_ELEMENTS = {"cpu": 2**18, "cuda": 2**24}
 
 
@@ -50,13 +50,12 @@ def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, in
 #: blocks of scores): a plain ``amax`` is vectorised there and about 15x faster than a max that
 #: also returns indices, so the group maxima come first and only the best groups are searched.
 _GROUP = 64
-#: Device types whose row reductions go group-wise (measured faster there).
+#: Device types whose row reductions go group-wise (faster there; the GPU benchmark measures both).
 GROUPED_REDUCTIONS = {"cpu"}
 
 
 def _row_max(s: Tensor) -> tuple[Tensor, Tensor]:
-    """``s.max(dim=1)`` (values and first index of the max), group-wise on a CPU: measured
-    0.3-0.4 against 0.9-1.0 ns per score."""
+    """``s.max(dim=1)`` (values and first index of the max), group-wise on a CPU."""
     r, c = s.shape
     g = _GROUP
     main = c - c % g
@@ -77,7 +76,7 @@ def _row_max(s: Tensor) -> tuple[Tensor, Tensor]:
 
 def _row_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """``s.topk(k, dim=1)``, group-wise on a CPU: the ``k`` groups with the largest maxima hold
-    the ``k`` largest scores (measured 1.1-1.2 against 1.6-1.9 ns per score for ``k = 8``)."""
+    the ``k`` largest scores."""
     r, c = s.shape
     g = _GROUP
     main = c - c % g
@@ -139,7 +138,7 @@ class PowerCells:
     def _scores(self, buf: Tensor, xb: Tensor, c0: int, cols: int) -> Tensor:
         """Scores of rows ``xb`` against targets ``c0 : c0 + cols``, written into ``buf``, one
         buffer reused by every block of a pass: on a CPU a fresh output per block costs a page
-        fault per 4 KB (measured 1.7 against 0.7 ns per score at d = 2)."""
+        fault per 4 KB, more than the product itself at small d."""
         Yb = self.Y[c0 : c0 + cols]
         out = buf[: xb.shape[0] * Yb.shape[0]].view(xb.shape[0], Yb.shape[0])
         return torch.addmm(self.h[c0 : c0 + cols], xb, Yb.T, out=out)
