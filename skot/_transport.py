@@ -6,10 +6,11 @@ NumPy <-> tensor conversion, the fitted attributes and pickling.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import math
 import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -17,14 +18,25 @@ from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin, 
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from . import _solver
 from ._cells import FittedCellsMixin, nearest_rows  # noqa: F401 (temporary: skot.da)
 from ._potentials import HEIGHT_KINDS, carry_over_heights, initial_height_model
 from ._snapshot import state_from_dict, state_to_dict
-from ._validation import _check_weights, resolve_device, validate_fit_inputs
+from ._validation import (
+    _check_weights,
+    check_hidden_layer_sizes,
+    check_range,
+    marginal_error_floor,
+    resolve_device,
+    source_atoms,
+    standardization,
+    validate_fit_inputs,
+    validate_X,
+)
 from .callbacks import chain_callbacks
+from .exceptions import AtomicSourceWarning
 
 __all__ = ["OTNetTransport"]
 
@@ -48,7 +60,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         (one free height per target point, the classic solver) or ``"residual"`` (network plus
         a free residual per point: the network's generalisation, the vector's precision).
     hidden_layer_sizes : tuple of int, default=(256, 256)
-        Widths of the height network's hidden layers.
+        Widths of the height network's hidden layers (positive integers; validated whatever
+        ``height``, as scikit-learn's MLP does).
     fourier_scale : float, default=0.2
         Random Fourier features of the network input, with frequencies of standard deviation
         ``fourier_scale / s`` where ``s`` is the typical spacing between target points. Lets
@@ -95,8 +108,9 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     bandwidth : float, default=0.0
         Gaussian kernel smoothing of the source sample (in standardised units): the source
         becomes a measure with a density, sampled afresh at every step.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or the
+        equivalent ``torch.device``.
     warm_start : bool, default=False
         Whether ``fit`` continues from the previous solution instead of starting afresh.
     random_state : int, RandomState instance or None, default=None
@@ -198,7 +212,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "bandwidth": [Interval(Real, 0, None, closed="left")],
-        "device": [str],
+        "device": [str, torch.device],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -332,45 +346,126 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     def _fit(
         self, X, X_target, sample_weight, target_weight, target_ids, *, incremental, max_steps
     ):
-        """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``)."""
+        """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``).
+
+        Everything that can fail on bad input runs before the estimator changes: an error
+        there leaves a fitted estimator exactly as it was. Once the solver runs, an error or an
+        interruption (``KeyboardInterrupt``) leaves the attributes of the last finite state.
+        """
         one_pass = max_steps is None
         config = self._config()
         if one_pass:
             # A batch of a stream is not the whole sample: no exact (Newton) steps on it.
             config = dataclasses.replace(config, solver="adam")
         _solver.check_solver(self.height != "network", config, self.bandwidth)
-        if not incremental:
-            for attr in ("_state", "target_"):
-                self.__dict__.pop(attr, None)
-        X, mu, Y, nu, ids = validate_fit_inputs(
-            self, X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
-        )
-        if not incremental:
-            self.device_ = resolve_device(self.device)
-            self._init_state(X, mu, Y, nu, ids, self.device_)
-            self.n_iter_ = 0
+        check_hidden_layer_sizes(self.hidden_layer_sizes)
+        saved = dict(self.__dict__)
+        try:
+            X, mu, Y, nu, ids = validate_fit_inputs(
+                self, X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
+            )
+            if incremental:
+                device = self.device_
+                check_range(X, self.center_, self.scale_, "X", fitted=True)
+                if Y is not None:
+                    check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
+            else:
+                device = resolve_device(self.device)
+                center, scale = standardization(X, mu, Y, nu)
+            atoms = None
+            if not one_pass and self.bandwidth == 0 and self.epsilon == 0:
+                atoms = _Atoms.of(X, mu, self.target_weight_ if Y is None else nu)
+            if not incremental:
+                for attr in ("_state", "target_"):
+                    self.__dict__.pop(attr, None)
+                self.device_ = device
+                self.center_, self.scale_ = center, scale
+                self._init_state(X, mu, Y, nu, ids, device)
+                self.n_iter_ = 0
+        except BaseException:
+            # Bad input (or an interruption) before any training: the estimator as it was.
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
         changed = incremental and Y is not None and self._change_target(Y, nu, ids)
         problem = self._problem(X, mu)
         if changed:
             _solver.restart_schedule(self._state, problem, config)
         if one_pass:
             max_steps = max(1, X.shape[0] // self.batch_size)
+        callbacks = list(self.callbacks or [])
+        if atoms is not None and atoms.floor > self.tol:
+            self._warn_atoms(atoms)
+            callbacks.append(_StopAtFloor(atoms.floor))
         steps_before = self._state.step
-        with chain_callbacks(self, self.callbacks, self.verbose, max_steps) as callback:
+        start = copy.deepcopy(self._state.model.state_dict())
+        with chain_callbacks(self, callbacks, self.verbose, max_steps) as callback:
             result = None
             try:
                 result = _solver.run(self._state, problem, config, max_steps, callback)
+            except _solver.DivergenceError as exc:
+                raise _solver.DivergenceError(
+                    f"{exc} A possible cause is float32 overflow: the solver computes the "
+                    f"scores <x, y> + h in float32 on the standardised data (scale_="
+                    f"{self.scale_:.3g}), so huge heights (from a large step size) or rows far "
+                    "out relative to the data's spread overflow 3.4e+38."
+                ) from exc
             finally:
                 # Also after an error or an interruption: the attributes of the last finite
                 # state, before the callbacks hear that the fit ended.
+                if result is None:
+                    self._keep_finite(start, config)
                 result = result or _solver.summarize(self._state, problem, config)
                 self.n_iter_ += self._state.step - steps_before
                 self._finish(result)
         if not result.converged and not result.stopped and not one_pass:
-            self._warn_not_converged(result, problem)
+            self._warn_not_converged(result, problem, atoms)
         return self
 
-    def _warn_not_converged(self, result, problem):
+    def _warn_atoms(self, atoms: _Atoms) -> None:
+        warnings.warn(
+            f"X has {atoms.rows} (with a positive weight; the largest weighs "
+            f"{atoms.largest:.3g}) for {self.target_.shape[0]} target points: a hard map sends "
+            "all copies of a row to one target point, so no map can get the marginal error "
+            f"below {atoms.floor:.3g} > tol={self.tol}. Smooth the source with bandwidth > 0 "
+            "(in standardised units, e.g. bandwidth=0.1), or set tol above "
+            f"{atoms.floor:.3g}; the fit stops early if it reaches that floor.",
+            AtomicSourceWarning,
+            stacklevel=4,
+        )
+
+    def _keep_finite(self, start, config) -> None:
+        """After an error or an interruption: back to this call's starting parameters if the
+        current ones are not finite (an interruption in the middle of a diverging step)."""
+        state = self._state
+        if all(bool(torch.isfinite(p).all()) for p in state.model.parameters()):
+            return
+        state.model.load_state_dict(start)
+        state.optimizer = _solver.make_optimizer(state.model, config)
+
+    def _warn_not_converged(self, result, problem, atoms=None):
+        stopped = (
+            f"OTNetTransport stopped after {result.n_steps} iterations with marginal error "
+            f"{self.marginal_error_:.4g} > tol={self.tol}"
+        )
+        if atoms is not None and atoms.floor > self.tol:
+            advice = (
+                f"X has {atoms.rows}, and no hard map gets the marginal error below "
+                f"{atoms.floor:.3g} (all copies of a row go to one target point), so more "
+                "iterations cannot reach tol: smooth the source with bandwidth > 0, or set "
+                f"tol above {atoms.floor:.3g}."
+            )
+            warnings.warn(f"{stopped}. {advice}", ConvergenceWarning, stacklevel=4)
+            return
+        if atoms is not None and atoms.repeated:
+            advice = (
+                f"X has {atoms.rows} among {atoms.n_rows} rows: all copies of a row go to one "
+                "target point, which may keep the marginal error above tol whatever "
+                "max_iter (no floor above tol is proven here; the lower bound is "
+                f"{atoms.floor:.3g}). Smooth the source with bandwidth > 0, or raise tol."
+            )
+            warnings.warn(f"{stopped}. {advice}", ConvergenceWarning, stacklevel=4)
+            return
         per_target = problem.n_samples / self.target_.shape[0]
         hint = ""
         if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
@@ -380,8 +475,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                 "1,000 points (user guide: 'As many samples as targets')."
             )
         warnings.warn(
-            f"OTNetTransport stopped after {result.n_steps} iterations with marginal error "
-            f"{self.marginal_error_:.4g} > tol={self.tol}; increase max_iter or tol.{hint}",
+            f"{stopped}; increase max_iter or tol.{hint}",
             ConvergenceWarning,
             stacklevel=4,
         )
@@ -399,16 +493,9 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         )
 
     def _init_state(self, X, mu, Y, nu, ids, device):
-        # One centre and one scale for source and target: the map is equivariant under them,
-        # and the optimiser then works in units where defaults make sense.
-        w = np.full(X.shape[0], 1.0 / X.shape[0]) if mu is None else mu
-        center = w @ X
-        # E|x - c|^2 = E|x|^2 - |c|^2 (c is the source mean): no n x d temporary.
-        spread = w @ np.einsum("ij,ij->i", X, X) - center @ center
-        spread += nu @ ((Y - center) ** 2).sum(axis=1)
-        scale = math.sqrt(spread / (2 * X.shape[1]))
-        self.center_ = center.astype(np.float64)
-        self.scale_ = scale if scale > 0 and math.isfinite(scale) else 1.0
+        # One centre and one scale for source and target (``center_``, ``scale_``, set by
+        # ``_fit`` from ``standardization``): the map is equivariant under them, and the
+        # optimiser then works in units where defaults make sense.
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         generator = torch.Generator(device=device).manual_seed(seed)
         model = initial_height_model(
@@ -417,7 +504,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             self._to_tensor(Y, "cpu"),
             None if mu is None else torch.as_tensor(mu),
             torch.as_tensor(nu),
-            hidden_layer_sizes=tuple(self.hidden_layer_sizes),
+            hidden_layer_sizes=check_hidden_layer_sizes(self.hidden_layer_sizes),
             fourier_scale=self.fourier_scale,
             init=self.init,
             generator=torch.Generator().manual_seed(seed),
@@ -521,12 +608,19 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             Mapped points, in the dtype of ``X`` (float32 or float64).
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = self._validate_X(X)
         if self.epsilon > 0:
             out = self._soft_map(X)
         else:
             out = self.target_[self._assign(X)]
         return out.astype(X.dtype, copy=False)
+
+    def _validate_X(self, X) -> np.ndarray:
+        """Validate rows to map with this fit (named ``X`` in every error, and within range of
+        the fitted standardisation)."""
+        X = validate_X(self, X, reset=False)
+        check_range(X, self.center_, self.scale_, "X", fitted=True)
+        return X
 
     def _soft_map(self, X) -> np.ndarray:
         # float64 here: a float32 product's rounding depends on the batch shape, and a row's
@@ -548,7 +642,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             ``argmax_j <x, target_j> + heights_j``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = self._validate_X(X)
         return self._assign(X)
 
     def inverse_transform(self, X):
@@ -568,7 +662,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             Cell barycentres, in the dtype of ``X``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = self._validate_X(X)
         return self.barycenters_[self._nearest_target(X)].astype(X.dtype, copy=False)
 
     def score(self, X, y=None, sample_weight=None):
@@ -593,7 +687,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             ``-TV`` in ``[-1, 0]``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = self._validate_X(X)
         n = X.shape[0]
         w = (
             np.full(n, 1.0 / n)
@@ -642,3 +736,39 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
+
+
+class _Atoms(NamedTuple):
+    """The atoms of an empirical source: distinct rows with a positive weight."""
+
+    n_distinct: int
+    n_rows: int  # rows with a positive weight
+    floor: float  # lower bound of the marginal error of any hard map
+    largest: float  # mass of the heaviest atom
+
+    @classmethod
+    def of(cls, X, mu, nu) -> _Atoms:
+        """See :func:`._validation.source_atoms` and :func:`._validation.marginal_error_floor`."""
+        masses = source_atoms(X, mu)
+        n_rows = X.shape[0] if mu is None else int(np.count_nonzero(mu))
+        return cls(masses.shape[0], n_rows, marginal_error_floor(masses, nu), float(masses.max()))
+
+    @property
+    def repeated(self) -> bool:
+        return self.n_distinct < self.n_rows
+
+    @property
+    def rows(self) -> str:
+        return "1 distinct row" if self.n_distinct == 1 else f"{self.n_distinct} distinct rows"
+
+
+class _StopAtFloor:
+    """Stop a fit whose exact marginal error has reached the floor of its source's atoms
+    (no hard map gets below it, so further steps cannot help). Within float32 rounding of the
+    weights: ``1e-6``."""
+
+    def __init__(self, floor: float):
+        self.floor = floor
+
+    def __call__(self, estimator, record) -> bool:
+        return bool(record.exact and record.error <= self.floor + 1e-6)
