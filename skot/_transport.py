@@ -10,7 +10,6 @@ import copy
 import dataclasses
 import warnings
 from numbers import Integral, Real
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -21,22 +20,20 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _solver
-from ._cells import FittedCellsMixin, nearest_rows  # noqa: F401 (temporary: skot.da)
+from ._atoms import SourceAtoms, StopAtFloor
+from ._cells import FittedCellsMixin
 from ._potentials import HEIGHT_KINDS, carry_over_heights, initial_height_model
 from ._snapshot import state_from_dict, state_to_dict
 from ._validation import (
     _check_weights,
     check_hidden_layer_sizes,
     check_range,
-    marginal_error_floor,
     resolve_device,
-    source_atoms,
     standardization,
     validate_fit_inputs,
     validate_X,
 )
 from .callbacks import chain_callbacks
-from .exceptions import AtomicSourceWarning
 
 __all__ = ["OTNetTransport"]
 
@@ -152,7 +149,11 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     converged_ : bool
         Whether the last call reached ``tol``.
     marginal_error_ : float
-        Marginal error (total variation) of the final map on the training sample.
+        Marginal error (total variation) of the final map on the training sample (after
+        ``partial_fit``: of the running cell counts over the stream, an estimate).
+    n_samples_seen_ : int
+        Source rows behind the map: the training sample of the last ``fit`` plus every row
+        given to ``partial_fit`` since.
     loss_curve_ : list of float
         Energy ``E(h)`` (Monte Carlo estimate, standardised units) at every step.
     marginal_error_curve_ : list of (int, float)
@@ -311,10 +312,19 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     ):
         """Continue training on the source batch ``X``, never re-initialising.
 
-        Takes ``max(1, n_samples // batch_size)`` optimisation steps (one pass over ``X``).
-        The first call initialises the model; later calls keep it, so a stream of source
-        batches trains one map. A new ``X_target`` starts from the trained heights
-        (``f_theta`` of the new points for the network, kept residuals for unchanged points).
+        One pass over ``X`` in batches of ``batch_size`` rows, each an averaged stochastic
+        gradient step once the map has converged: Adam's step sizes decay as
+        ``sqrt(batch_size / n_samples_seen_)`` and the map is the running average of the
+        iterates, each weighted by its rows. After a converged ``fit`` (whose sample counts as
+        rows seen) the stream continues from that map by ever smaller steps, so fresh data
+        from the same distribution does not make it worse, and more data than any one sample
+        makes it better. Before the map has converged, the batches take Adam steps with the
+        fit's adaptive schedule. The first call initialises the model; later calls keep it.
+        ``barycenters_`` and ``marginal_error_`` accumulate over every row seen (the
+        marginal error is then an estimate over the stream, each row counted in the cell it
+        fell in when seen). A new ``X_target`` starts from the trained heights (``f_theta``
+        of the new points for the network, kept residuals for unchanged points) and a new
+        stream.
 
         Parameters
         ----------
@@ -374,7 +384,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                 center, scale = standardization(X, mu, Y, nu)
             atoms = None
             if not one_pass and self.bandwidth == 0 and self.epsilon == 0:
-                atoms = _Atoms.of(X, mu, self.target_weight_ if Y is None else nu)
+                atoms = SourceAtoms.of(X, mu, self.target_weight_ if Y is None else nu)
             if not incremental:
                 for attr in ("_state", "target_"):
                     self.__dict__.pop(attr, None)
@@ -387,22 +397,27 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
+        if incremental and not one_pass:
+            _solver.stop_stream(self._state)  # a fit continues from the map the stream used
         changed = incremental and Y is not None and self._change_target(Y, nu, ids)
         problem = self._problem(X, mu)
         if changed:
             _solver.restart_schedule(self._state, problem, config)
         if one_pass:
-            max_steps = max(1, X.shape[0] // self.batch_size)
+            max_steps = -(-X.shape[0] // self.batch_size)  # the batches of one pass
         callbacks = list(self.callbacks or [])
         if atoms is not None and atoms.floor > self.tol:
-            self._warn_atoms(atoms)
-            callbacks.append(_StopAtFloor(atoms.floor))
+            atoms.warn(self.tol, self.target_.shape[0])
+            callbacks.append(StopAtFloor(atoms.floor))
         steps_before = self._state.step
         start = copy.deepcopy(self._state.model.state_dict())
         with chain_callbacks(self, callbacks, self.verbose, max_steps) as callback:
             result = None
             try:
-                result = _solver.run(self._state, problem, config, max_steps, callback)
+                if one_pass:
+                    result = _solver.stream_steps(self._state, problem, config, callback)
+                else:
+                    result = _solver.run(self._state, problem, config, max_steps, callback)
             except _solver.DivergenceError as exc:
                 raise _solver.DivergenceError(
                     f"{exc} A possible cause is float32 overflow: the solver computes the "
@@ -415,24 +430,17 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                 # state, before the callbacks hear that the fit ended.
                 if result is None:
                     self._keep_finite(start, config)
-                result = result or _solver.summarize(self._state, problem, config)
+                if result is None and one_pass and self._state.seen_masses is not None:
+                    result = _solver.stream_result(self._state, problem, config)
+                elif result is None:
+                    result = _solver.summarize(self._state, problem, config)
+                if not one_pass:  # a fit is the start of a stream that partial_fit continues
+                    _solver.start_stream(self._state, result, problem.n_samples)
                 self.n_iter_ += self._state.step - steps_before
                 self._finish(result)
         if not result.converged and not result.stopped and not one_pass:
             self._warn_not_converged(result, problem, atoms)
         return self
-
-    def _warn_atoms(self, atoms: _Atoms) -> None:
-        warnings.warn(
-            f"X has {atoms.rows} (with a positive weight; the largest weighs "
-            f"{atoms.largest:.3g}) for {self.target_.shape[0]} target points: a hard map sends "
-            "all copies of a row to one target point, so no map can get the marginal error "
-            f"below {atoms.floor:.3g} > tol={self.tol}. Smooth the source with bandwidth > 0 "
-            "(in standardised units, e.g. bandwidth=0.1), or set tol above "
-            f"{atoms.floor:.3g}; the fit stops early if it reaches that floor.",
-            AtomicSourceWarning,
-            stacklevel=4,
-        )
 
     def _keep_finite(self, start, config) -> None:
         """After an error or an interruption: back to this call's starting parameters if the
@@ -448,37 +456,20 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             f"OTNetTransport stopped after {result.n_steps} iterations with marginal error "
             f"{self.marginal_error_:.4g} > tol={self.tol}"
         )
-        if atoms is not None and atoms.floor > self.tol:
-            advice = (
-                f"X has {atoms.rows}, and no hard map gets the marginal error below "
-                f"{atoms.floor:.3g} (all copies of a row go to one target point), so more "
-                "iterations cannot reach tol: smooth the source with bandwidth > 0, or set "
-                f"tol above {atoms.floor:.3g}."
-            )
-            warnings.warn(f"{stopped}. {advice}", ConvergenceWarning, stacklevel=4)
-            return
-        if atoms is not None and atoms.repeated:
-            advice = (
-                f"X has {atoms.rows} among {atoms.n_rows} rows: all copies of a row go to one "
-                "target point, which may keep the marginal error above tol whatever "
-                "max_iter (no floor above tol is proven here; the lower bound is "
-                f"{atoms.floor:.3g}). Smooth the source with bandwidth > 0, or raise tol."
-            )
-            warnings.warn(f"{stopped}. {advice}", ConvergenceWarning, stacklevel=4)
-            return
-        per_target = problem.n_samples / self.target_.shape[0]
-        hint = ""
-        if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
-            hint = (
-                f" With {per_target:.2g} samples per target the map is close to an "
-                "assignment, which float32 scores resolve only approximately past about "
-                "1,000 points (user guide: 'As many samples as targets')."
-            )
-        warnings.warn(
-            f"{stopped}; increase max_iter or tol.{hint}",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
+        advice = None if atoms is None else atoms.advice(self.tol)
+        if advice is None:
+            per_target = problem.n_samples / self.target_.shape[0]
+            advice = "increase max_iter or tol."
+            if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
+                advice += (
+                    f" With {per_target:.2g} samples per target the map is close to an "
+                    "assignment, which float32 scores resolve only approximately past about "
+                    "1,000 points (user guide: 'As many samples as targets')."
+                )
+            stopped += ";"
+        else:
+            stopped += "."
+        warnings.warn(f"{stopped} {advice}", ConvergenceWarning, stacklevel=4)
 
     def _config(self) -> _solver.SolverConfig:
         return _solver.SolverConfig(
@@ -532,6 +523,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if same_points and np.array_equal(nu, self.target_weight_):
             self._target_ids = ids if ids is not None else self._target_ids
             return False
+        _solver.stop_stream(self._state)  # a new problem: a new stream
         model = self._state.model
         if getattr(model, "residual", None) is not None and not same_points:
             if ids is not None and self._target_ids is not None:
@@ -590,6 +582,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self.loss_curve_ = list(state.energies)
         self.marginal_error_curve_ = list(state.errors)
         self.potential_ = state.model
+        self.n_samples_seen_ = int(round(state.n_seen))
 
     # ---------------------------------------------------------------- mapping
     def transform(self, X):
@@ -725,9 +718,9 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self._state = state_from_dict(snapshot, device)
         self.potential_ = self._state.model
         self._set_target(self.target_, self.target_weight_, self.__dict__.get("_target_ids"))
-        with torch.no_grad():
-            h = self._state.model(self._target_t)
-        self._heights_t = h
+        # The map's heights (after a stream, the average's, not the model's iterate).
+        h = (self.heights_ + self.target_ @ self.center_) / self.scale_**2
+        self._heights_t = torch.as_tensor(h, dtype=_DTYPE, device=device)
         self._barycenters_t = self._to_tensor(self.barycenters_)
 
     def __sklearn_tags__(self):
@@ -736,39 +729,3 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         tags.input_tags.sparse = False
         tags.non_deterministic = False
         return tags
-
-
-class _Atoms(NamedTuple):
-    """The atoms of an empirical source: distinct rows with a positive weight."""
-
-    n_distinct: int
-    n_rows: int  # rows with a positive weight
-    floor: float  # lower bound of the marginal error of any hard map
-    largest: float  # mass of the heaviest atom
-
-    @classmethod
-    def of(cls, X, mu, nu) -> _Atoms:
-        """See :func:`._validation.source_atoms` and :func:`._validation.marginal_error_floor`."""
-        masses = source_atoms(X, mu)
-        n_rows = X.shape[0] if mu is None else int(np.count_nonzero(mu))
-        return cls(masses.shape[0], n_rows, marginal_error_floor(masses, nu), float(masses.max()))
-
-    @property
-    def repeated(self) -> bool:
-        return self.n_distinct < self.n_rows
-
-    @property
-    def rows(self) -> str:
-        return "1 distinct row" if self.n_distinct == 1 else f"{self.n_distinct} distinct rows"
-
-
-class _StopAtFloor:
-    """Stop a fit whose exact marginal error has reached the floor of its source's atoms
-    (no hard map gets below it, so further steps cannot help). Within float32 rounding of the
-    weights: ``1e-6``."""
-
-    def __init__(self, floor: float):
-        self.floor = floor
-
-    def __call__(self, estimator, record) -> bool:
-        return bool(record.exact and record.error <= self.floor + 1e-6)
