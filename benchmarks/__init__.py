@@ -11,4 +11,12 @@ section present, so sections written by different runs (and different scripts) c
 __all__ = ["BENCHMARKS"]
 
 #: Benchmark modules run by ``python -m benchmarks``, in report order.
-BENCHMARKS = ("accuracy", "scale", "assignment", "throughput", "error_study", "reuse")
+BENCHMARKS = (
+    "accuracy",
+    "scale",
+    "assignment",
+    "throughput",
+    "error_study",
+    "reuse",
+    "stream",
+)
