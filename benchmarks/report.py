@@ -29,6 +29,7 @@ SECTION_ORDER = (
     "throughput",
     "error_study",
     "reuse",
+    "stream",
     "core_convergence",
     "scale_targets",
     "gpu",
