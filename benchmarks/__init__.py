@@ -18,5 +18,7 @@ BENCHMARKS = (
     "throughput",
     "error_study",
     "reuse",
+    "generation",
+    "color_transfer",
     "stream",
 )

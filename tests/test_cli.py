@@ -42,10 +42,11 @@ def _one_error_line(capsys, *words):
     return lines[0]
 
 
-def test_color_transfer_maps_every_pixel_to_a_reference_colour(images, capsys):
+def test_hard_map_sends_every_pixel_to_a_reference_colour(images, capsys):
     src, ref, tmp = images
     out = tmp / "out.png"
-    assert main(["color-transfer", str(src), str(ref), str(out), *FAST, "--tol", "1"]) == 0
+    args = ["color-transfer", str(src), str(ref), str(out), *FAST, "--tol", "1", "--hard"]
+    assert main(args) == 0
     assert capsys.readouterr().err == ""  # silent by default when the map converges
     result = np.asarray(Image.open(out))
     assert result.shape == (24, 32, 3)
@@ -90,7 +91,8 @@ def test_verbose_and_progress_go_to_stderr(images, capsys):
     args = ["color-transfer", str(src), str(ref), str(out), *FAST, "-v", "--progress"]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "fitting on 300 source pixels onto 24 reference colours" in err
+    assert "fitting on 300 source pixels onto 24 reference pixels" in err
+    assert "guided-filter smoothing, radius 4" in err
     assert "/20" in err and "marginal error" in err  # tqdm's bar or the plain line
     assert "mapped 768 pixels" in err
     assert Image.open(out).format == "JPEG"
@@ -231,7 +233,88 @@ def test_single_colour_reference_is_refused(images, capsys):
     flat = tmp / "flat.png"
     Image.new("RGB", (8, 8), (10, 200, 30)).save(flat)
     assert main(["color-transfer", str(src), str(flat), str(tmp / "o.png"), *FAST]) == 1
-    _one_error_line(capsys, "single colour")
+    _one_error_line(capsys, "single colour", "RGB 10, 200, 30", "64 pixels")
+
+
+def test_one_reference_pixel_says_what_was_sampled(images, capsys):
+    # -m 1 keeps one reference pixel: the message says so, not that the image has one colour.
+    src, ref, tmp = images
+    n_colours = len({tuple(c) for c in np.asarray(Image.open(ref)).reshape(-1, 3)})
+    args = ["color-transfer", str(src), str(ref), str(tmp / "o.png"), *FAST, "-m", "1"]
+    assert main(args) == 2
+    line = _one_error_line(capsys, "--reference-size 1", f"{n_colours} distinct colours")
+    assert "has a single colour" not in line
+    assert not (tmp / "o.png").exists()
+
+
+def test_sampled_reference_pixels_of_one_colour_are_named(images, capsys):
+    # A reference that is one colour but for a single pixel: two sampled pixels share it.
+    src, _, tmp = images
+    almost = np.zeros((20, 20, 3), np.uint8)
+    almost[0, 0] = 255
+    Image.fromarray(almost).save(tmp / "almost.png")
+    args = ["color-transfer", str(src), str(tmp / "almost.png"), str(tmp / "o.png"), *FAST]
+    assert main([*args, "-m", "2"]) == 1
+    _one_error_line(capsys, "the 2 reference pixels sampled", "REFERENCE_IMAGE has 2")
+    assert main([*args, "-m", "400", "--tol", "1"]) == 0  # all of them: both colours
+
+
+def _noisy_gradient(tmp):
+    """A smooth seeded image with weak noise (like a sky in a JPEG) and one sharp edge."""
+    rng = np.random.default_rng(0)
+    h, w = 48, 64
+    img = np.zeros((h, w, 3))
+    img[..., 0] = np.linspace(0.2, 0.8, w)[None, :]
+    img[..., 1] = np.linspace(0.3, 0.7, h)[:, None]
+    img[..., 2] = 0.6
+    img[:, 40:] *= 0.5  # one real edge
+    img += rng.normal(0, 0.004, img.shape)
+    source = np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
+    Image.fromarray(source).save(tmp / "sky.png")
+    return source, tmp / "sky.png"
+
+
+def test_default_output_adds_no_edges_and_hard_does(images):
+    from skot._cli import _spurious_edges
+
+    _, ref, tmp = images
+    source, sky = _noisy_gradient(tmp)
+    base = ["color-transfer", str(sky), str(ref)]
+    opts = ["-n", "2000", "-m", "48", "--device", "cpu", "--seed", "0", "--tol", "0.1"]
+    assert main([*base, str(tmp / "smooth.png"), *opts]) == 0
+    assert main([*base, str(tmp / "hard.png"), *opts, "--hard"]) == 0
+    smooth = np.asarray(Image.open(tmp / "smooth.png"))
+    hard = np.asarray(Image.open(tmp / "hard.png"))
+    assert _spurious_edges(source, source) == 0.0
+    assert _spurious_edges(source, hard) > 0.05  # the palette's steps show in the gradient
+    assert _spurious_edges(source, smooth) < 0.005
+    # Smoothing the colour change keeps the transfer: the output is still far from the
+    # source and near the hard map on average.
+    assert np.abs(smooth / 255.0 - source / 255.0).mean() > 0.1
+    assert np.abs(smooth / 255.0 - hard / 255.0).mean() < 0.1
+    # The real edge survives: the output's step across column 40 stays sharp.
+    assert np.abs(np.diff(smooth.astype(float), axis=1))[:, 39].mean() > 10
+
+
+def test_guided_filter_is_edge_aware_and_exact_on_constants():
+    from skot._cli import _guided_filter
+
+    rng = np.random.default_rng(0)
+    guide = np.zeros((40, 40, 3), np.float32)
+    guide[:, 20:] = 1.0
+    guide += rng.normal(0, 0.002, guide.shape).astype(np.float32)
+    for subsample in (1, 2):
+        # A constant is kept; a step that follows the guide's edge is kept too.
+        const = np.full((40, 40, 2), 0.3, np.float32)
+        out = _guided_filter(guide, const, 6, 1e-2, subsample)
+        np.testing.assert_allclose(out, const, atol=1e-4)
+        step = np.where(guide[..., :1] > 0.5, 0.8, 0.1).astype(np.float32)
+        out = _guided_filter(guide, step, 6, 1e-2, subsample)
+        assert np.abs(out - step).max() < 0.05
+        # Noise where the guide is flat is smoothed away.
+        noise = rng.normal(0, 0.1, (40, 40, 1)).astype(np.float32)
+        out = _guided_filter(guide, noise, 6, 1e-2, subsample)
+        assert out[8:32, 4:16].std() < 0.3 * noise.std()
 
 
 def test_missing_pillow_gives_one_error_line(images, capsys, monkeypatch):

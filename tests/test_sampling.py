@@ -250,8 +250,11 @@ def test_sklearn_conventions(fitted, clusters):
     assert copy.transport.tol == 0.05 and copy.angle_threshold == 5.0
     # Pickling keeps the map.
     restored = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_array_equal(
-        restored.sample(100, random_state=0), fitted.sample(100, random_state=0)
+    # Not bit for bit since 04b73f5 ("pickled heights are the map's"): the restored heights
+    # differ from the fitted ones in the last float32 digit, and so do the interpolation
+    # weights (measured: 1e-7).
+    np.testing.assert_allclose(
+        restored.sample(100, random_state=0), fitted.sample(100, random_state=0), atol=1e-6
     )
 
 
@@ -279,3 +282,46 @@ def test_errors(fitted, clusters):
         fitted.generate(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         OTNetSampler(transport=_transport()).fit(np.full((5, 2), np.nan))
+
+
+def _mixture(seed=0):
+    """Four separated 2-D Gaussian clusters of unequal sizes, and each point's cluster."""
+    rng = np.random.default_rng(seed)
+    means = np.array([[-5.0, 0.0], [5.0, 0.0], [0.0, 5.0], [0.0, -5.0]])
+    sizes = [100, 60, 50, 40]
+    X = np.vstack([m + 0.6 * rng.normal(size=(s, 2)) for m, s in zip(means, sizes, strict=True)])
+    return X, np.repeat(np.arange(4), sizes), means
+
+
+@pytest.fixture(scope="module")
+def default_mixture_sampler():
+    X, labels, means = _mixture()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults fit without any warning
+        sampler = OTNetSampler(random_state=0).fit(X)
+    return sampler, X, labels, means
+
+
+def test_defaults_copy_rate_and_no_bridging_on_a_2d_mixture(default_mixture_sampler):
+    sampler, X, labels, means = default_mixture_sampler
+    assert sampler.transport_.converged_
+    assert sampler.angle_threshold_ == pytest.approx(1.5 * sampler.angle_percentiles_[50])
+    Z = sampler._draw(np.random.RandomState(1), 4000, 2)
+    X_new, support, weights = sampler.generate(Z, return_support=True)
+    np.testing.assert_array_equal(X_new, sampler.generate(Z))
+    # Exact copies of training points: measured 24.7% here (2.3% on the digits' 16-d codes,
+    # where the issue's 10% is met). In 2-D the "auto" threshold (1.5 x the median angle)
+    # leaves the cells of the central cluster, whose planes meet at larger angles than those
+    # of the outer clusters, mostly unmerged; kept as a regression bound, not as the target.
+    copies = (np.abs(X_new[:, None, :] - X[None]).max(axis=2) == 0).any(axis=1)
+    assert copies.mean() <= 0.30, copies.mean()
+    # No sample mixes training points of two clusters, and none lies in a gap.
+    own = labels[support[:, 0]]
+    assert not ((labels[support] != own[:, None]) & (weights > 0)).any()
+    nearest_mean = np.linalg.norm(X_new[:, None, :] - means[None], axis=2).min(axis=1)
+    assert nearest_mean.max() < 0.6 * 5
+    # Each cluster keeps its share of the samples.
+    shares = np.bincount(own, minlength=4) / len(own)
+    np.testing.assert_allclose(shares, np.bincount(labels) / len(labels), atol=0.03)
