@@ -19,7 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from . import _solver
+from . import _solver, _stream
 from ._atoms import SourceAtoms, StopAtFloor
 from ._cells import FittedCellsMixin
 from ._potentials import HEIGHT_KINDS, carry_over_heights, initial_height_model
@@ -398,7 +398,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             self.__dict__.update(saved)
             raise
         if incremental and not one_pass:
-            _solver.stop_stream(self._state)  # a fit continues from the map the stream used
+            _stream.stop_stream(self._state)  # a fit continues from the map the stream used
         changed = incremental and Y is not None and self._change_target(Y, nu, ids)
         problem = self._problem(X, mu)
         if changed:
@@ -415,7 +415,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             result = None
             try:
                 if one_pass:
-                    result = _solver.stream_steps(self._state, problem, config, callback)
+                    result = _stream.stream_steps(self._state, problem, config, callback)
                 else:
                     result = _solver.run(self._state, problem, config, max_steps, callback)
             except _solver.DivergenceError as exc:
@@ -431,11 +431,11 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                 if result is None:
                     self._keep_finite(start, config)
                 if result is None and one_pass and self._state.seen_masses is not None:
-                    result = _solver.stream_result(self._state, problem, config)
+                    result = _stream.stream_result(self._state, problem, config)
                 elif result is None:
                     result = _solver.summarize(self._state, problem, config)
                 if not one_pass:  # a fit is the start of a stream that partial_fit continues
-                    _solver.start_stream(self._state, result, problem.n_samples)
+                    _stream.start_stream(self._state, result, problem.n_samples)
                 self.n_iter_ += self._state.step - steps_before
                 self._finish(result)
         if not result.converged and not result.stopped and not one_pass:
@@ -523,7 +523,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if same_points and np.array_equal(nu, self.target_weight_):
             self._target_ids = ids if ids is not None else self._target_ids
             return False
-        _solver.stop_stream(self._state)  # a new problem: a new stream
+        _stream.stop_stream(self._state)  # a new problem: a new stream
         model = self._state.model
         if getattr(model, "residual", None) is not None and not same_points:
             if ids is not None and self._target_ids is not None:
