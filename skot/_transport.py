@@ -698,10 +698,12 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if "_state" in state:
             state["_state"] = state_to_dict(self._state)
             state["device_"] = str(self.device_)
+            state["_heights"] = self._heights_t.cpu()  # the map's heights, bit for bit
         return state
 
     def __setstate__(self, state):
         snapshot = state.pop("_state", None)
+        heights = state.pop("_heights", None)
         super().__setstate__(state)
         if snapshot is None:
             return
@@ -719,8 +721,11 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self.potential_ = self._state.model
         self._set_target(self.target_, self.target_weight_, self.__dict__.get("_target_ids"))
         # The map's heights (after a stream, the average's, not the model's iterate).
-        h = (self.heights_ + self.target_ @ self.center_) / self.scale_**2
-        self._heights_t = torch.as_tensor(h, dtype=_DTYPE, device=device)
+        if heights is None:  # pickled by an older version
+            heights = torch.as_tensor(
+                (self.heights_ + self.target_ @ self.center_) / self.scale_**2, dtype=_DTYPE
+            )
+        self._heights_t = heights.to(device)
         self._barycenters_t = self._to_tensor(self.barycenters_)
 
     def __sklearn_tags__(self):
