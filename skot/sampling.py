@@ -260,7 +260,17 @@ class OTNetSampler(BaseEstimator):
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+            if not sample_weight.max() > 0:
+                raise ValueError("sample_weight must not be all zero")
+            sample_weight = sample_weight / sample_weight.max()  # no overflow in the sum
+        if np.unique(X, axis=0).shape[0] < 2:
+            raise ValueError(
+                "X must contain at least 2 distinct rows (training points): a single point "
+                "can only be copied"
+            )
         if self.n_latent < X.shape[0]:
             raise ValueError(
                 f"n_latent={self.n_latent} is smaller than the number of training points "
@@ -284,7 +294,14 @@ class OTNetSampler(BaseEstimator):
             else sample_weight / sample_weight.sum()
         )
         centre = w @ X
-        radius = math.sqrt(float(w @ ((X - centre) ** 2).sum(axis=1)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            spread = float(w @ ((X - centre) ** 2).sum(axis=1))
+        if not np.isfinite(spread):
+            raise ValueError(
+                "X is too large: the squared distances between its rows overflow float64 "
+                f"(largest |value| {np.abs(X).max():.3g}); rescale X"
+            )
+        radius = math.sqrt(spread)
         latent_radius = math.sqrt(X.shape[1] / 3 if self.source == "uniform" else X.shape[1])
         self.latent_shift_ = centre
         self.latent_scale_ = radius / latent_radius if radius > 0 else 1.0

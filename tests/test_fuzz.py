@@ -419,11 +419,10 @@ def test_parameters_give_a_clean_error_or_a_finite_map(
 
 
 # ------------------------------------------------------------------------ the adapter
-#: The adapter's and the sampler's errors do not all name their input yet (their
-#: ``validate_data`` messages, e.g. "Expected 2D array", name nothing; the sampler reports its
-#: X as X_target; pinned by the strict xfail tests in tests/test_validation.py): their fuzz
-#: tests run without the naming property, and once more with it as a strict xfail, which
-#: starts failing here when the owners fix them (then drop the xfail).
+#: Some of the adapter's and the sampler's errors do not name their input yet (sklearn's own
+#: messages for X_target of the wrong dimension, e.g. "Found array with dim 3", name nothing):
+#: their fuzz tests run without the naming property, and once more with it as a strict xfail,
+#: which starts failing here once they do (then drop the xfail).
 NAMING = [
     pytest.param(False, id="clean"),
     pytest.param(

@@ -433,17 +433,11 @@ def test_interrupt_in_a_non_finite_state_returns_to_the_call_start(rng):
     assert np.isfinite(ot.heights_).all()
 
 
-# ------------------------------------- found by the fuzzer in files this issue does not own
-# Each is a strict xfail: it starts passing (and so failing here) when the owner fixes it.
+# ---------------------------------------------- found by the fuzzer in the sampler and adapter
 def _quick_transport():
     return OTNetTransport(height="vector", max_iter=5, tol=0.3, random_state=0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/sampling.py OTNetSampler.fit passes X as the transport's X_target, so an "
-    "all-identical X is reported as 'X_target must contain at least 2 distinct points'",
-)
 def test_sampler_identical_rows_error_names_x():
     sampler = OTNetSampler(n_latent=64, transport=_quick_transport(), random_state=0)
     with pytest.raises(ValueError) as info:
@@ -451,12 +445,6 @@ def test_sampler_identical_rows_error_names_x():
     assert "X_target" not in str(info.value), str(info.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/sampling.py OTNetSampler.fit: _check_sample_weight lets negative weights "
-    "through; then radius = math.sqrt(w @ ...) raises 'math domain error' (np.eye data), or "
-    "the transport reports 'target_weight must be non-negative'; neither names sample_weight",
-)
 @pytest.mark.parametrize(
     "X", [np.eye(5, 2), np.arange(10.0).reshape(5, 2) ** 2], ids=["eye", "squares"]
 )
@@ -466,24 +454,12 @@ def test_sampler_negative_weights_are_named(X):
         sampler.fit(X, sample_weight=[1.0, -1.0, 1.0, 1.0, 1.0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/sampling.py OTNetSampler.fit: radius = sqrt(w @ ((X - centre)**2).sum(1)) "
-    "overflows for |X| ~ 1e160, latent_scale_ becomes inf, and the transport reports "
-    "'Input X contains infinity' about the latent sample, not an overflow of the user's X",
-)
 def test_sampler_reports_the_overflow_of_huge_data(rng):
     sampler = OTNetSampler(n_latent=64, transport=_quick_transport(), random_state=0)
     with pytest.raises(ValueError, match="overflow"):
         sampler.fit(rng.normal(size=(5, 2)) * 1e160)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/sampling.py OTNetSampler.fit: w = sample_weight / sample_weight.sum() "
-    "overflows for weights ~1e308 (RuntimeWarning), the weights become 0 and latent_shift_ "
-    "is 0 instead of the mean of X",
-)
 def test_sampler_huge_weights_keep_the_placement(rng):
     X = rng.normal(size=(6, 2)) + 5
     sampler = OTNetSampler(n_latent=64, transport=_quick_transport(), random_state=0)
@@ -494,12 +470,6 @@ def test_sampler_huge_weights_keep_the_placement(rng):
     np.testing.assert_allclose(sampler.latent_shift_, X.mean(axis=0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/da/_adapter.py OTNetAdapter._fit / transform / transform_source call "
-    "sklearn's validate_data directly: 'Expected 2D array', 'Found array with 0 sample(s)' "
-    "and 'Found array with dim 3' name no input (skot._validation.validate_X does)",
-)
 @pytest.mark.parametrize(
     "X", [np.zeros(4), np.zeros((0, 2)), np.zeros((4, 2, 1))], ids=["1d", "empty", "3d"]
 )
@@ -511,11 +481,6 @@ def test_adapter_errors_name_x(X, rng):
         adapter.fit_transform(X, X_target=rng.normal(size=(4, 2)))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/da/_domains.py _source_mask: np.asarray(sd) >= 0 on strings raises numpy's "
-    "UFuncTypeError ('ufunc greater_equal did not contain a loop'), naming no input",
-)
 def test_adapter_sample_domain_of_strings_is_named(rng):
     from skot.da import OTNetAdapter
 
@@ -525,11 +490,6 @@ def test_adapter_sample_domain_of_strings_is_named(rng):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/da/_domains.py _split_domains (and _adapter._fit) never check len(y): y of "
-    "2 labels for 6 source rows is accepted (classes_ from 2 labels)",
-)
 def test_adapter_refuses_y_of_the_wrong_length(rng):
     from skot.da import OTNetAdapter
 
@@ -539,11 +499,6 @@ def test_adapter_refuses_y_of_the_wrong_length(rng):
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="skot/da/_adapter.py _pseudo_labels: KNeighborsClassifier(n_neighbors=10) on fewer "
-    "than 10 source rows raises sklearn's 'Expected n_neighbors <= n_samples_fit'",
-)
 def test_adapter_pseudo_labels_with_few_source_rows(rng):
     from skot.da import OTNetAdapter
 

@@ -16,9 +16,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .._cells import nearest_rows
+from .._validation import validate_X
 from ._defaults import _COARSE_SLACK, _fit_default
 from ._domains import _source_mask, _split_domains
 from ._proportions import _estimate_proportions
@@ -81,7 +82,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     label_estimator : classifier, default=None
         Classifier that gives the target pseudo-labels ``q``: fitted on the transported source
         and its labels, then ``predict_proba`` on the target. ``None`` uses
-        ``KNeighborsClassifier(n_neighbors=10)``. Used only when ``label_weight > 0``.
+        ``KNeighborsClassifier(n_neighbors=10)`` (fewer with fewer source rows). Used only
+        when ``label_weight > 0``.
     n_label_iter : int, default=1
         Class-aware rounds (``label_weight > 0``): each re-estimates the pseudo-labels from the
         previous map and fits the label-aware map again.
@@ -252,7 +254,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def _fit(self, X, y, X_target, sample_domain):
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_X(self, X, reset=True, ensure_min_samples=2)
         if X_target is not None:
             X_target = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
             if X_target.shape[1] != X.shape[1]:
@@ -391,7 +393,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _pseudo_labels(self, moved, codes, Xt, n_classes):
         est = (
-            KNeighborsClassifier(n_neighbors=10)
+            KNeighborsClassifier(n_neighbors=min(10, moved.shape[0]))
             if self.label_estimator is None
             else clone(self.label_estimator)
         )
@@ -419,7 +421,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             ``X`` with its source rows transported.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_X(self, X, reset=False)
         if sample_domain is None:
             return X
         source = _source_mask(sample_domain, X.shape[0])
@@ -448,7 +450,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             Their images in the target domain, in the dtype of ``X``.
         """
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_X(self, X, reset=False)
         X64 = np.asarray(X, dtype=np.float64)
         near = nearest_rows(X64, self.X_source_)
         exact = np.all(self.X_source_[near] == X64, axis=1)

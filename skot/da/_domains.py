@@ -17,6 +17,11 @@ def _source_mask(sample_domain, n_rows: int, *, need_both: bool = False) -> np.n
             f"sample_domain must be 1-dimensional with one entry per row of X ({n_rows}), "
             f"got shape {sd.shape}"
         )
+    if not np.issubdtype(np.asarray(sd).dtype, np.number):
+        raise TypeError(
+            "sample_domain must hold integers (source rows >= 0, target rows < 0), got "
+            f"values of dtype {np.asarray(sd).dtype}"
+        )
     source = np.asarray(sd) >= 0
     if need_both and (not source.any() or source.all()):
         raise ValueError(
@@ -36,7 +41,7 @@ def _split_domains(X, y, X_target, sample_domain):
                 "not both"
             )
         source = _source_mask(sample_domain, X.shape[0], need_both=True)
-        ys = None if y is None else np.asarray(y)[source]
+        ys = None if y is None else _check_labels(y, X.shape[0])[source]
         return X[source], ys, X[~source], source
     if X_target is None:
         raise ValueError(
@@ -46,4 +51,13 @@ def _split_domains(X, y, X_target, sample_domain):
             "or stack source and target rows in X and pass sample_domain (skada's convention: "
             "source >= 0, target < 0)"
         )
-    return X, (None if y is None else np.asarray(y)), X_target, None
+    return X, (None if y is None else _check_labels(y, X.shape[0])), X_target, None
+
+
+def _check_labels(y, n_rows: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or y.shape[0] != n_rows:
+        raise ValueError(
+            f"y must be 1-dimensional with one label per row of X ({n_rows}), got shape {y.shape}"
+        )
+    return y
