@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from ._transport import OTNetTransport
+from ._validation import _named, validate_X
 
 __all__ = ["OTNetSampler", "AUTO_ANGLE_FACTOR", "default_transport"]
 
@@ -258,11 +259,17 @@ class OTNetSampler(BaseEstimator):
         self : OTNetSampler
             The fitted sampler.
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = validate_X(self, X, reset=True, ensure_min_samples=2)
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(
-                sample_weight, X, dtype=np.float64, ensure_non_negative=True
-            )
+            try:
+                sample_weight = _check_sample_weight(
+                    sample_weight, X, dtype=np.float64, ensure_non_negative=True
+                )
+            except (TypeError, ValueError) as exc:
+                named = _named(exc, "sample_weight")
+                if named is exc:
+                    raise
+                raise named from exc
             if not sample_weight.max() > 0:
                 raise ValueError("sample_weight must not be all zero")
             sample_weight = sample_weight / sample_weight.max()  # no overflow in the sum

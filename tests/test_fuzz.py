@@ -419,18 +419,8 @@ def test_parameters_give_a_clean_error_or_a_finite_map(
 
 
 # ------------------------------------------------------------------------ the adapter
-#: Some of the adapter's and the sampler's errors do not name their input yet (sklearn's own
-#: messages for X_target of the wrong dimension, e.g. "Found array with dim 3", name nothing):
-#: their fuzz tests run without the naming property, and once more with it as a strict xfail,
-#: which starts failing here once they do (then drop the xfail).
-NAMING = [
-    pytest.param(False, id="clean"),
-    pytest.param(
-        True,
-        id="named",
-        marks=pytest.mark.xfail(strict=True, reason="errors that name no input, see above"),
-    ),
-]
+#: The adapter's and the sampler's errors are checked with and without the naming property.
+NAMING = [pytest.param(False, id="clean"), pytest.param(True, id="named")]
 NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate)
 
 

@@ -16,10 +16,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted
+from sklearn.utils.validation import check_is_fitted
 
 from .._cells import nearest_rows
-from .._validation import validate_X
+from .._validation import _check_array_named, validate_X
 from ._defaults import _COARSE_SLACK, _fit_default
 from ._domains import _source_mask, _split_domains
 from ._proportions import _estimate_proportions
@@ -256,7 +256,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _fit(self, X, y, X_target, sample_domain):
         X = validate_X(self, X, reset=True, ensure_min_samples=2)
         if X_target is not None:
-            X_target = check_array(X_target, dtype=[np.float64, np.float32], input_name="X_target")
+            X_target = _check_array_named(X_target, "X_target", dtype=[np.float64, np.float32])
             if X_target.shape[1] != X.shape[1]:
                 raise ValueError(
                     f"X_target has {X_target.shape[1]} features, but X has {X.shape[1]} features"

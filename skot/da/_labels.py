@@ -7,6 +7,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from .._validation import _check_array_named
+
 __all__ = ["label_proportions", "transfer_labels"]
 
 
@@ -118,7 +120,7 @@ def transfer_labels(transport, X_source, y_source, X_target=None, *, return_prop
     """
     proportions, classes = label_proportions(transport, X_source, y_source)
     if X_target is not None:
-        Xt = check_array(X_target, dtype=np.float64, input_name="X_target")
+        Xt = _check_array_named(X_target, "X_target", dtype=np.float64)
         if Xt.shape[1] != transport.target_.shape[1]:
             raise ValueError(
                 f"X_target has {Xt.shape[1]} features, but the transport has "
