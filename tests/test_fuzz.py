@@ -31,6 +31,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_array, check_is_fitted
+from test_validation import _brute_force_floor
 
 from skot import OTNetSampler, OTNetTransport
 
@@ -546,12 +547,6 @@ def test_cli_ends_with_a_status_and_at_most_one_line(data, images):
 
 
 # --------------------------------------------------------- the floor of atoms, exactly
-def _brute_force_floor(atoms, nu):
-    best = np.inf
-    for cells in itertools.product(range(len(nu)), repeat=len(atoms)):
-        masses = np.bincount(cells, weights=atoms, minlength=len(nu))
-        best = min(best, 0.5 * np.abs(masses - nu).sum())
-    return best
 
 
 @fuzz(10)
