@@ -131,9 +131,9 @@ def stream_steps(
         state.error = marginal_error(state.seen_masses / state.n_seen, nu)
         state.errors.append((state.step, state.error))
         if callback is not None:
-            record = StepRecord(
-                state.step, state.error, energy, B, decay, None, False, time.perf_counter() - start
-            )
+            lr = max(group["lr"] for group in state.optimizer.param_groups)
+            seconds = time.perf_counter() - start
+            record = StepRecord(state.step, state.error, energy, B, lr, None, False, seconds)
             if callback(record):
                 stopped = True
                 break

@@ -85,3 +85,15 @@ def test_warm_fit_after_a_stream_starts_from_the_streamed_map(rng):
     ot.fit(X, X_target=Y)
     assert np.mean(ot.predict_index(X) == streamed) == 1.0
     assert ot.n_samples_seen_ == X.shape[0]  # a fit starts a new stream from its sample
+
+
+def test_stream_records_report_the_decayed_step_size(rng):
+    Y = rng.normal(size=(30, 2))
+    records = []
+    ot = OTNetTransport(height="vector", batch_size=500, random_state=0)
+    ot.fit(rng.normal(size=(5000, 2)), X_target=Y)
+    ot.set_params(callbacks=[lambda est, record: records.append(record)])
+    ot.partial_fit(rng.normal(size=(1000, 2)))
+    assert len(records) == 2 and not any(r.exact for r in records)
+    # sqrt(batch / rows seen) of the initial step size, 1e-2 for free heights.
+    assert records[0].learning_rate == pytest.approx(1e-2 * (500 / 5000) ** 0.5)
