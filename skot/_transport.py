@@ -353,6 +353,61 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             max_steps=None,
         )
 
+    def fit_stream(
+        self,
+        source,
+        *,
+        X_target=None,
+        target_weight=None,
+        target_ids=None,
+        batch_size=None,
+        max_samples=None,
+        max_time=None,
+    ):
+        """Learn the map from a stream of source samples: a sampler or an iterable of batches.
+
+        The torch-side convenience over :meth:`partial_fit`, which is the primitive: the
+        model is initialised as by :meth:`fit` (unless ``warm_start``), then every batch of
+        the source is given to :meth:`partial_fit` until the source ends, ``max_samples`` rows
+        have been seen or ``max_time`` seconds have passed. Memory is bounded by one batch.
+
+        Parameters
+        ----------
+        source : callable, iterable or torch.utils.data.DataLoader
+            A sampler ``source(n, rng)`` returning ``n`` fresh source rows as an array of shape
+            ``(n, n_features)`` (``rng`` is a :class:`numpy.random.Generator` seeded from
+            ``random_state``), or an iterable of batches (arrays, tensors, or tuples whose
+            first element is the batch, as a ``DataLoader`` yields).
+        X_target : array-like of shape (n_targets, n_features), default=None
+            Target points, as in :meth:`fit`.
+        target_weight, target_ids : array-like, default=None
+            As in :meth:`fit`.
+        batch_size : int, default=None
+            Rows drawn per call of a sampler (``None``: the estimator's ``batch_size``).
+            Ignored for iterables, whose batches are used as they come.
+        max_samples : int, default=None
+            Stop after this many rows. Required for a sampler unless ``max_time`` is given.
+        max_time : float, default=None
+            Stop after this many seconds (checked between batches).
+
+        Returns
+        -------
+        self : OTNetTransport
+            The fitted estimator.
+        """
+        from ._sources import fit_stream
+
+        return fit_stream(
+            self,
+            source,
+            X_target=X_target,
+            target_weight=target_weight,
+            target_ids=target_ids,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            max_time=max_time,
+        )
+
     def _fit(
         self, X, X_target, sample_weight, target_weight, target_ids, *, incremental, max_steps
     ):
