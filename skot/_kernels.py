@@ -5,7 +5,9 @@ offers every pass over source rows that the library needs: the cell of each row
 (:meth:`~PowerCells.assign`), its ``k`` best cells (:meth:`~PowerCells.top_k`), scores of
 given cells (:meth:`~PowerCells.scores_at`), cell masses and sums, hard or entropic
 (:meth:`~PowerCells.cell_sums`), the entropic map (:meth:`~PowerCells.soft_mean`) and the row
-closest to entering a cell (:meth:`~PowerCells.closest_to_enter`). Targets are processed in
+closest to entering a cell (:meth:`~PowerCells.closest_to_enter`). :class:`Candidates` keeps
+each row's best cells between passes at moving heights, so that a new top-k pass rescores
+only them, with a full pass for the rows whose certified bound fails. Targets are processed in
 column blocks with a running reduction, so memory is ``O(block_elements)`` whatever the number
 of targets, and sums are local (a data-parallel fit needs one all-reduce of them). Device and
 dtype follow the inputs.
@@ -21,6 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "BLOCK_ELEMENTS",
+    "Candidates",
     "CellSums",
     "PowerCells",
     "default_block_elements",
@@ -326,6 +329,115 @@ class PowerCells:
                 best[c0 : c0 + cols] = torch.where(better, value, best[c0 : c0 + cols])
                 arg[c0 : c0 + cols] = torch.where(better, row + r0, arg[c0 : c0 + cols])
         return best, arg
+
+
+class Candidates:
+    """Each row's ``width`` best cells at reference heights, and a certified bound on the rest.
+
+    Heights move from ``h0`` to ``h1`` by ``delta``: every score moves by its cell's
+    ``delta_j``, so a cell outside a row's candidates scores at most the row's ``width``-th
+    reference score plus ``max_j delta_j``. :meth:`top_k` rescores the candidates (reference
+    score plus ``delta``, no product); a row whose ``k``-th candidate beats that bound by more
+    than a rounding allowance has the same top ``k`` as a full pass. The other rows get a full
+    pass, and their candidates are refreshed at the new heights (a row remembers which
+    reference heights its scores are at, one of at most ``max_references``).
+
+    Parameters
+    ----------
+    cells : PowerCells
+        The diagram at the first reference heights.
+    X : Tensor of shape (n, d)
+        Source rows; every later :meth:`top_k` is over these rows.
+    width : int
+        Candidates kept per row (capped at the number of cells).
+    max_references : int
+        Reference height vectors kept; when all are in use, every row is refreshed.
+
+    Attributes
+    ----------
+    n_full : int
+        Rows that the last :meth:`top_k` (or the constructor) sent to a full pass.
+    """
+
+    def __init__(self, cells: PowerCells, X: Tensor, width: int = 16, max_references: int = 8):
+        self.X = X
+        self.width = min(width, cells.n_cells)
+        self.max_references = max(1, max_references)
+        d = X.shape[1]
+        # Worst-case rounding of one score (a d-term dot product plus a height), for the three
+        # scores each certificate compares: a full pass's, a reference's and a rescored one.
+        self._unit = 4 * (d + 2) * torch.finfo(X.dtype).eps
+        self._x_norm = X.norm(dim=1)
+        self._y_norm = float(cells.Y.norm(dim=1).max())
+        self._refresh_all(cells)
+
+    def _refresh_all(self, cells: PowerCells) -> None:
+        vals, idx = cells.top_k(self.X, self.width)
+        self.floor = vals[:, -1].clone()  # each row's width-th score: the others are below
+        self.scores, self.index = _by_cell(vals, idx)
+        self.reference = torch.zeros(self.X.shape[0], dtype=torch.long, device=self.X.device)
+        self.heights = cells.h.clone()[None]
+        self.n_full = self.X.shape[0]
+
+    @torch.no_grad()
+    def top_k(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
+        """:meth:`PowerCells.top_k` of the rows at the heights of ``cells`` (same targets):
+        the ``k`` largest scores in decreasing order (ties: the lower cell first) and their
+        cells."""
+        k = min(k, self.width)
+        delta = cells.h[None] - self.heights  # (references, m)
+        m = delta.shape[1]
+        ref = self.reference
+        scores = self.scores + delta.reshape(-1)[(ref * m)[:, None] + self.index]
+        vals, idx = _best(scores, self.index, k)
+        if self.width >= m:
+            self.n_full = 0
+            return vals, idx
+        h_max = float(cells.h.abs().max()) + float(self.heights.abs().max())
+        slack = self._unit * (self._x_norm * self._y_norm + h_max)
+        bound = self.floor + delta.amax(dim=1)[ref] + slack
+        fail = (vals[:, -1] <= bound).nonzero().squeeze(1)
+        self.n_full = int(fail.shape[0])
+        if self.n_full == 0:
+            return vals, idx
+        slot = self._slot(fail)
+        if slot is None or 2 * self.n_full > self.X.shape[0]:
+            self._refresh_all(cells)  # one pass that also resets every row's bound
+            return _best(self.scores, self.index, k)
+        fv, fi = cells.top_k(self.X[fail], self.width)
+        self.floor[fail] = fv[:, -1]
+        fv, fi = _by_cell(fv, fi)
+        self.scores[fail], self.index[fail], self.reference[fail] = fv, fi, slot
+        self.heights[slot] = cells.h
+        vals[fail], idx[fail] = _best(fv, fi, k)
+        return vals, idx
+
+    def _slot(self, rows: Tensor) -> int | None:
+        """A reference slot for new heights once ``rows`` leave theirs: one no other row uses,
+        or a new one; ``None`` when all ``max_references`` are in use."""
+        keep = torch.ones_like(self.reference, dtype=torch.bool)
+        keep[rows] = False
+        used = torch.bincount(self.reference[keep], minlength=self.heights.shape[0])
+        free = (used == 0).nonzero()
+        if free.numel():
+            return int(free[0])
+        if self.heights.shape[0] < self.max_references:
+            self.heights = torch.cat([self.heights, self.heights[:1]])
+            return self.heights.shape[0] - 1
+        return None
+
+
+def _by_cell(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's candidates in increasing cell order."""
+    order = idx.argsort(dim=1)
+    return vals.gather(1, order), idx.gather(1, order)
+
+
+def _best(scores: Tensor, index: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of each row's candidate scores (held in increasing cell order, so a
+    stable sort puts the lower cell first on ties) and their cells."""
+    vals, order = scores.sort(dim=1, descending=True, stable=True)
+    return vals[:, :k], index.gather(1, order[:, :k])
 
 
 def noise_floor(target_weight: Tensor, batch_size: int) -> float:

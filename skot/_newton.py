@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._kernels import PowerCells
+from ._kernels import Candidates, PowerCells
 
 __all__ = [
     "Smoothed",
@@ -39,6 +39,9 @@ MIN_TEMPERATURE = 1e-6
 #: Targets kept per sample; beyond the 8th best a sample's soft weight is negligible once
 #: ``eps`` is below the gaps that matter.
 TOP_K = 8
+#: Candidates kept per sample between passes (0: every pass is a full pass). Twice ``TOP_K``
+#: leaves a margin for the heights to move before a sample's top ``TOP_K`` can change.
+CANDIDATES = 16
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Smoothed:
     index: Tensor  # (n, k) their indices
     scores: Tensor  # (n, k) their scores <x, y_j> + h_j
     nu_h: float  # sum_j nu_j h_j
+    candidates: Candidates | None = None  # carried to the passes that follow
 
 
 def smoothed(
@@ -68,13 +72,21 @@ def smoothed(
     nu: Tensor,
     eps: float | None = None,
     k: int = TOP_K,
+    candidates: Candidates | None = None,
 ) -> Smoothed:
     """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``).
 
     ``eps=None`` takes the initial temperature: the median gap between each sample's best and
-    second-best score.
+    second-best score. With ``candidates`` (built on ``X``, kept at least ``k`` wide), the pass
+    rescores them instead and is carried on in the result.
     """
-    vals, idx = PowerCells(Y, h).top_k(X, k)
+    cells = PowerCells(Y, h)
+    if candidates is not None and (candidates.X is not X or candidates.width < min(k, Y.shape[0])):
+        candidates = None
+    if candidates is None:
+        vals, idx = cells.top_k(X, k)
+    else:
+        vals, idx = candidates.top_k(cells, k)
     if eps is None:
         gap = (vals[:, 0] - vals[:, 1]).median() if vals.shape[1] > 1 else vals.new_ones(())
         eps = max(float(gap), MIN_TEMPERATURE)
@@ -83,7 +95,7 @@ def smoothed(
     nu_h = float(nu.double() @ h.double())
     hard_energy = float(w.double() @ vals[:, 0].double()) - nu_h
     empty = vals.new_empty(0)
-    base = Smoothed(eps, 0.0, hard_energy, hard, hard, empty, idx, vals, nu_h)
+    base = Smoothed(eps, 0.0, hard_energy, hard, hard, empty, idx, vals, nu_h, candidates)
     return resmoothed(base, w, eps)
 
 
@@ -97,7 +109,9 @@ def resmoothed(s: Smoothed, w: Tensor, eps: float) -> Smoothed:
         0, s.index.reshape(-1), (w64[:, None] * prob).reshape(-1)
     )
     energy = eps * float(w64 @ lse) - s.nu_h
-    return Smoothed(eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h)
+    return Smoothed(
+        eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h, s.candidates
+    )
 
 
 def newton_direction(
@@ -180,7 +194,8 @@ def newton_step(
         if not bool(torch.isfinite(d).all()):
             damping *= 4
             continue
-        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, current.index.shape[1])
+        k = current.index.shape[1]
+        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, k, current.candidates)
         decrease = trial.energy <= current.energy + 1e-4 * float(g @ d) + noise
         if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
             return d, trial, max(damping / 3, 1e-6)
@@ -189,10 +204,21 @@ def newton_step(
 
 
 @torch.no_grad()
-def pass_at(state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor) -> Smoothed:
+def pass_at(
+    state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, candidates: int | None = None
+) -> Smoothed:
     """The smoothed pass at the current heights of ``state.model``, at ``state.temperature``
-    (the initial one when ``None``, which is then stored)."""
-    current = smoothed(X, w, Y, state.model(Y), nu, state.temperature)
+    (the initial one when ``None``, which is then stored).
+
+    A full pass that also keeps each sample's ``candidates`` best cells (:data:`CANDIDATES`
+    when ``None``; ``0`` keeps none) for the passes of the Newton steps that follow.
+    """
+    width = CANDIDATES if candidates is None else candidates
+    h = state.model(Y)
+    cache = None
+    if width >= TOP_K:
+        cache = Candidates(PowerCells(Y, h), X, width)
+    current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache)
     state.temperature = current.eps
     return current
 
