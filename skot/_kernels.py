@@ -336,10 +336,12 @@ class Candidates:
 
     Heights move from ``h0`` to ``h1`` by ``delta``: every score moves by its cell's
     ``delta_j``, so a cell outside a row's candidates scores at most the row's ``width``-th
-    reference score plus ``max_j delta_j``. :meth:`top_k` rescores the candidates (reference
-    score plus ``delta``, no product); a row whose ``k``-th candidate beats that bound by more
-    than a rounding allowance has the same top ``k`` as a full pass. The other rows get a full
-    pass, and their candidates are refreshed at the new heights (a row remembers which
+    reference score (its floor) plus ``delta_j``. :meth:`top_k` rescores the candidates
+    (reference score plus ``delta``, no product). A row whose ``k``-th candidate beats
+    ``floor + max_j delta_j`` by more than a rounding allowance has the same top ``k`` as a full
+    pass. For the other rows only the cells whose ``delta_j`` reaches that gap can enter: they
+    are scored (the cells that moved up most, often a small share), or, where they are many,
+    the row gets a full pass and fresh candidates at the new heights (a row remembers which
     reference heights its scores are at, one of at most ``max_references``).
 
     Parameters
@@ -357,7 +359,12 @@ class Candidates:
     ----------
     n_full : int
         Rows that the last :meth:`top_k` (or the constructor) sent to a full pass.
+    n_scores : int
+        Scores (products) that it computed, ``n * m`` for a full pass.
     """
+
+    #: A row is refreshed by a full pass when more than this share of the cells could enter.
+    FULL_SHARE = 0.25
 
     def __init__(self, cells: PowerCells, X: Tensor, width: int = 16, max_references: int = 8):
         self.X = X
@@ -378,39 +385,80 @@ class Candidates:
         self.reference = torch.zeros(self.X.shape[0], dtype=torch.long, device=self.X.device)
         self.heights = cells.h.clone()[None]
         self.n_full = self.X.shape[0]
+        self.n_scores = self.X.shape[0] * cells.n_cells
 
     @torch.no_grad()
     def top_k(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
         """:meth:`PowerCells.top_k` of the rows at the heights of ``cells`` (same targets):
-        the ``k`` largest scores in decreasing order (ties: the lower cell first) and their
-        cells."""
+        the ``k`` largest scores in decreasing order (ties among candidates: the lower cell
+        first) and their cells."""
         k = min(k, self.width)
+        n, m = self.X.shape[0], cells.n_cells
         delta = cells.h[None] - self.heights  # (references, m)
-        m = delta.shape[1]
         ref = self.reference
         scores = self.scores + delta.reshape(-1)[(ref * m)[:, None] + self.index]
         vals, idx = _best(scores, self.index, k)
+        self.n_full = self.n_scores = 0
         if self.width >= m:
-            self.n_full = 0
             return vals, idx
         h_max = float(cells.h.abs().max()) + float(self.heights.abs().max())
         slack = self._unit * (self._x_norm * self._y_norm + h_max)
-        bound = self.floor + delta.amax(dim=1)[ref] + slack
-        fail = (vals[:, -1] <= bound).nonzero().squeeze(1)
-        self.n_full = int(fail.shape[0])
-        if self.n_full == 0:
+        # A cell outside the candidates can enter only if its delta reaches `need`.
+        need = vals[:, -1] - self.floor - slack
+        fail = (need <= delta.amax(dim=1)[ref]).nonzero().squeeze(1)
+        if fail.shape[0] == 0:
             return vals, idx
-        slot = self._slot(fail)
-        if slot is None or 2 * self.n_full > self.X.shape[0]:
-            self._refresh_all(cells)  # one pass that also resets every row's bound
+        ranked, entering = [], fail.new_empty(fail.shape)
+        for r in range(self.heights.shape[0]):
+            at_r = ref[fail] == r
+            if not bool(at_r.any()):
+                ranked.append(None)
+                continue
+            up, order = delta[r].sort(descending=True)
+            ranked.append(order)
+            entering[at_r] = torch.searchsorted(-up, -need[fail[at_r]], right=True)
+        full = entering > self.FULL_SHARE * m
+        slot = self._slot(fail[full]) if bool(full.any()) else -1
+        if slot is None or int(entering.sum()) > n * m // 2:
+            self._refresh_all(cells)  # cheaper than the parts: one pass resets every bound
             return _best(self.scores, self.index, k)
-        fv, fi = cells.top_k(self.X[fail], self.width)
-        self.floor[fail] = fv[:, -1]
-        fv, fi = _by_cell(fv, fi)
-        self.scores[fail], self.index[fail], self.reference[fail] = fv, fi, slot
-        self.heights[slot] = cells.h
-        vals[fail], idx[fail] = _best(fv, fi, k)
+        if slot >= 0:
+            rows = fail[full]
+            fv, fi = cells.top_k(self.X[rows], self.width)
+            self.floor[rows] = fv[:, -1]
+            fv, fi = _by_cell(fv, fi)
+            self.scores[rows], self.index[rows], self.reference[rows] = fv, fi, slot
+            self.heights[slot] = cells.h
+            vals[rows], idx[rows] = _best(fv, fi, k)
+            self.n_full = int(rows.shape[0])
+            self.n_scores = self.n_full * m
+        part = ~full
+        self._score_entering(cells, k, fail[part], entering[part], ranked, scores, vals, idx)
         return vals, idx
+
+    def _score_entering(self, cells, k, rows, entering, ranked, scores, vals, idx) -> None:
+        """Top ``k`` of ``rows`` over their candidates and the cells that could enter (the
+        first ``entering`` of their reference's cells ranked by increase), in place."""
+        # Rows of one reference in groups of about the same count (powers of two), each
+        # scored against the same leading cells.
+        length = torch.where(entering > 0, entering, 1)
+        group = (length.double().log2().ceil()).long()
+        key = self.reference[rows] * 64 + group
+        for value in torch.unique(key).tolist():
+            r, g = divmod(value, 64)
+            sel = key == value
+            sub_rows = rows[sel]
+            top = min(int(entering[sel].max()), 2**g, cells.n_cells)
+            cols = ranked[r][:top]
+            sub = PowerCells(cells.Y[cols], cells.h[cols], block_elements=cells.block_elements)
+            kk = min(k, top)
+            pv, pi = sub.top_k(self.X[sub_rows], kk)
+            pi = cols[pi]
+            cand = self.index[sub_rows]
+            pv = pv.masked_fill((pi[:, :, None] == cand[:, None, :]).any(2), -torch.inf)
+            both = _by_cell(torch.cat([scores[sub_rows], pv], 1), torch.cat([cand, pi], 1))
+            vals[sub_rows], idx[sub_rows] = _best(*both, k)
+            self.n_scores += sub_rows.shape[0] * top
 
     def _slot(self, rows: Tensor) -> int | None:
         """A reference slot for new heights once ``rows`` leave theirs: one no other row uses,
