@@ -3,7 +3,14 @@
 A converged fit counts as its sample's rows; each chunk of a stream then takes averaged
 stochastic gradient steps (step sizes decaying with the rows seen, the map a rows-weighted
 running average of the iterates), and every row joins the running cell counts and sums.
-Before the map has converged, a chunk takes Adam steps with the fit's schedule (:func:`run`).
+
+Before the map has converged, free heights (``height="vector"`` or ``"residual"``, hard
+cells, no smoothing) keep the stream's rows in a growing buffer and take exact Newton steps
+on it each time it has grown by ``_GROWTH`` (from ``NEWTON_MIN_SAMPLES_PER_TARGET`` rows per
+target on): the map is then that of a fit on every row seen so far. Once the buffer holds
+``config.max_eval_samples`` rows it is solved a last time, dropped, and the stream goes on by
+averaged steps from there, so memory stays bounded. A network alone (and any chunk before
+the buffer is large enough) takes Adam steps with the fit's schedule (:func:`run`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from torch import Tensor
 
 from ._kernels import marginal_error
 from ._solver import (
+    NEWTON_MIN_SAMPLES_PER_TARGET,
     Callback,
     DivergenceError,
     Problem,
@@ -27,10 +35,19 @@ from ._solver import (
     _cells,
     _center_residual,
     _source_weights,
+    newton_obstacles,
+    restart_schedule,
     run,
 )
 
-__all__ = ["start_stream", "stop_stream", "stream_result", "stream_steps"]
+__all__ = [
+    "buffer_from_snapshot",
+    "buffer_snapshot",
+    "start_stream",
+    "stop_stream",
+    "stream_result",
+    "stream_steps",
+]
 
 
 def start_stream(state: SolverState, result: SolverResult, n_samples: float) -> None:
@@ -41,6 +58,8 @@ def start_stream(state: SolverState, result: SolverResult, n_samples: float) -> 
     state.seen_masses = result.masses * n_samples
     state.seen_sums = result.sums * n_samples
     state.average = None
+    # A fit's stream keeps no buffer: its sample is more than the first chunks would be.
+    state.stream_buffer = _Buffer(result.sums[:0].float(), result.masses[:0].float(), closed=True)
     if result.converged:
         state.average = {k: p.detach().clone() for k, p in state.model.named_parameters()}
 
@@ -53,6 +72,7 @@ def stop_stream(state: SolverState) -> None:
             for name, p in state.model.named_parameters():
                 p.copy_(state.average[name])
     state.n_seen, state.average, state.seen_masses, state.seen_sums = 0.0, None, None, None
+    state.stream_buffer = None
 
 
 def _stream_heights(state: SolverState, Y: Tensor) -> Tensor:
@@ -93,6 +113,8 @@ def stream_steps(
         state.seen_sums = torch.zeros(m, X.shape[1], dtype=torch.float64, device=X.device)
     w = _source_weights(problem)
     B = min(config.batch_size, n)
+    if state.average is None and _buffers(state, problem, config):
+        return _buffer_stream(state, problem, config, callback)
     if state.average is None:
         return _optimise_stream(state, problem, config, -(-n // B), callback)
     order = torch.randperm(n, generator=state.generator, device=X.device)
@@ -141,20 +163,130 @@ def stream_steps(
 
 
 def _optimise_stream(
-    state: SolverState, problem: Problem, config: SolverConfig, steps: int, callback
+    state: SolverState,
+    problem: Problem,
+    config: SolverConfig,
+    steps: int,
+    callback,
+    average: bool = True,
 ) -> SolverResult:
     """Before the map has converged: Adam steps on the chunk with the fit's adaptive schedule
-    (:func:`run`); the chunk's cells at the new heights join the running counts, and the
-    averaging starts once the chunk's marginal error is within ``tol``."""
+    (:func:`run`); the chunk's cells at the new heights join the running counts, and (with
+    ``average``) the averaging starts once the chunk's marginal error is within ``tol``."""
     first = state.step
     result = run(state, problem, dataclasses.replace(config, solver="adam"), steps, callback)
     n = problem.n_samples
     state.seen_masses += result.masses * n
     state.seen_sums += result.sums * n
     state.n_seen += n
-    if result.converged:
+    if result.converged and average:
         state.average = {k: p.detach().clone() for k, p in state.model.named_parameters()}
     state.error = marginal_error(state.seen_masses / state.n_seen, problem.target_weight)
+    return stream_result(state, problem, config, state.step - first, result.stopped)
+
+
+#: The buffer of a stream is solved again once it holds _GROWTH times the rows of its last
+#: solve (so the solves cost a few times one solve on the final buffer); its Newton steps stop
+#: at _NOISE_SHARE times the buffer's own sampling noise, 0.4 sqrt(m / n), or at ``tol`` if
+#: larger; _NEWTON_STEPS bounds the steps of one solve.
+_GROWTH = 2.0
+_NOISE_SHARE = 0.25
+_NEWTON_STEPS = 100
+
+
+@dataclasses.dataclass
+class _Buffer:
+    """The rows of a stream kept for Newton steps, with their weights (a chunk's rows weigh
+    their share of it times its number of rows), and the rows of the last solve."""
+
+    X: Tensor
+    w: Tensor
+    n_solved: int = 0
+    closed: bool = False
+
+
+def buffer_snapshot(state: SolverState) -> dict | None:
+    """The stream's buffer as a dict of CPU tensors and plain values (``None``: none), for
+    :mod:`._snapshot`."""
+    buffer = getattr(state, "stream_buffer", None)
+    if buffer is None:
+        return None
+    return {
+        "X": buffer.X.detach().cpu().clone(),
+        "w": buffer.w.detach().cpu().clone(),
+        "n_solved": buffer.n_solved,
+        "closed": buffer.closed,
+    }
+
+
+def buffer_from_snapshot(state: SolverState, snapshot: dict | None, device) -> None:
+    """Give ``state`` the buffer of :func:`buffer_snapshot` (on ``device``)."""
+    if snapshot is None:
+        state.stream_buffer = None
+        return
+    X, w = snapshot["X"].to(device), snapshot["w"].to(device)
+    state.stream_buffer = _Buffer(X, w, snapshot["n_solved"], snapshot["closed"])
+
+
+def _buffers(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
+    """Whether this stream keeps its rows for Newton steps (free heights, exact cells)."""
+    free = hasattr(state.model, "residual")
+    buffer = getattr(state, "stream_buffer", None)
+    # A stream from scratch (a snapshot keeps no buffer: an unpickled stream goes on without).
+    open_ = not buffer.closed if buffer is not None else state.n_seen == 0
+    return open_ and not newton_obstacles(free, config.epsilon, problem.bandwidth)
+
+
+def _buffer_stream(
+    state: SolverState, problem: Problem, config: SolverConfig, callback
+) -> SolverResult:
+    """A chunk of a stream whose rows are kept: add them to the buffer; solve the buffer by
+    Newton steps when it has grown enough (or is full, or ``state.stream_flush`` asks for it,
+    as :func:`._sources.fit_stream` does for its last batch); else Adam steps on the chunk."""
+    X, Y, nu = problem.source, problem.target, problem.target_weight
+    n_chunk, m = X.shape[0], Y.shape[0]
+    w = _source_weights(problem) * n_chunk
+    buffer = getattr(state, "stream_buffer", None)
+    if buffer is None or buffer.X.shape[1] != X.shape[1]:
+        buffer = _Buffer(X[:0], w[:0])
+    buffer.X, buffer.w = torch.cat([buffer.X, X]), torch.cat([buffer.w, w])
+    state.stream_buffer = buffer
+    n = buffer.X.shape[0]
+    full = n >= config.max_eval_samples
+    flush = bool(getattr(state, "stream_flush", False)) and n > buffer.n_solved
+    state.stream_flush = False
+    grown = n >= _GROWTH * buffer.n_solved
+    if n < NEWTON_MIN_SAMPLES_PER_TARGET * m:
+        # Too few rows for Newton steps yet: Adam steps on the chunk, as a fit would take.
+        steps = -(-n_chunk // min(config.batch_size, n_chunk))
+        return _optimise_stream(state, problem, config, steps, callback, average=False)
+    if buffer.n_solved and not (grown or full or flush):
+        # The map is a solve on most of the rows seen: count the chunk in its cells.
+        with torch.no_grad():
+            h = state.model(Y)
+        hard = _cells(problem, h, config).cell_sums(X, w / n_chunk, X)
+        state.seen_masses += hard.masses.double() * n_chunk
+        state.seen_sums += hard.sums.double() * n_chunk
+        state.n_seen += n_chunk
+        state.error = marginal_error(state.seen_masses / state.n_seen, nu)
+        return stream_result(state, problem, config)
+    whole = Problem(buffer.X, Y, nu, buffer.w / buffer.w.sum())
+    tol = max(config.tol, _NOISE_SHARE * 0.4 * math.sqrt(m / n))
+    solve = dataclasses.replace(config, solver="newton", tol=tol)
+    first = state.step
+    restart_schedule(state, whole, solve)
+    result = run(state, whole, solve, _NEWTON_STEPS, callback)
+    buffer.n_solved = n
+    # The map is now that of a fit on every row seen: its counts and sums are theirs.
+    state.seen_masses = result.masses.clone() * n
+    state.seen_sums = result.sums.clone() * n
+    state.n_seen = float(n)
+    if full:
+        # Memory stays bounded: from here on, averaged steps from the buffer's solution.
+        buffer.closed = True
+        buffer.X, buffer.w = X[:0], w[:0]
+        state.average = {k: p.detach().clone() for k, p in state.model.named_parameters()}
+    state.error = result.error
     return stream_result(state, problem, config, state.step - first, result.stopped)
 
 

@@ -1,0 +1,174 @@
+"""fit_stream: a sampler, an iterable of batches or a DataLoader feeds partial_fit."""
+
+import numpy as np
+import pytest
+import torch
+
+from skot import OTNetTransport
+
+
+def normal(n, rng):
+    return rng.normal(size=(n, 2))
+
+
+def _fresh_tv(ot, X_fresh):
+    return -ot.score(X_fresh)
+
+
+def test_a_sampler_fit_respects_max_samples_and_is_seeded(rng):
+    asked = []
+
+    def sampler(n, rng):
+        asked.append(n)
+        return rng.normal(size=(n, 2))
+
+    Y = rng.normal(size=(20, 2))
+    ot = OTNetTransport(height="vector", random_state=0)
+    ot.fit_stream(sampler, X_target=Y, batch_size=1000, max_samples=4500)
+    assert asked == [1000, 1000, 1000, 1000, 500]
+    assert ot.n_samples_seen_ == 4500
+    again = OTNetTransport(height="vector", random_state=0)
+    again.fit_stream(normal, X_target=Y, batch_size=1000, max_samples=4500)
+    np.testing.assert_array_equal(again.heights_, ot.heights_)
+
+
+def test_a_seeded_sampler_stream_reaches_the_fit_quality(rng):
+    """Free heights: the stream's rows are solved by Newton steps, as a fit would."""
+    Y = rng.uniform(-2, 2, size=(50, 2))
+    X_fresh = rng.normal(size=(200_000, 2))
+    ot = OTNetTransport(height="vector", tol=1e-3, random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=1000, max_samples=20_000)
+    X = np.random.default_rng(7).normal(size=(20_000, 2))
+    fit = OTNetTransport(height="vector", tol=1e-3, random_state=0).fit(X, X_target=Y)
+    assert _fresh_tv(ot, X_fresh) <= 1.3 * _fresh_tv(fit, X_fresh)
+
+
+def test_iterables_tuples_and_dataloaders(rng):
+    Y = rng.normal(size=(10, 2))
+    X = rng.normal(size=(3000, 2)).astype(np.float32)
+    batches = [X[:1000], torch.from_numpy(X[1000:2000]), (X[2000:], np.zeros(1000))]
+    ot = OTNetTransport(height="vector", random_state=0).fit_stream(batches, X_target=Y)
+    assert ot.n_samples_seen_ == 3000
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(X), torch.zeros(3000)), batch_size=700
+    )
+    ot.fit_stream(loader, X_target=Y, max_samples=2000)  # the last batch is cut at 2000
+    assert ot.n_samples_seen_ == 2000
+    assert ot.transform(X).dtype == np.float32
+
+
+def test_warm_start_continues_the_stream(rng):
+    Y = rng.normal(size=(10, 2))
+    ot = OTNetTransport(height="vector", warm_start=True, random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=500, max_samples=1000)
+    ot.fit_stream(normal, batch_size=500, max_samples=1000)
+    assert ot.n_samples_seen_ == 2000
+    ot.set_params(warm_start=False)
+    ot.fit_stream(normal, X_target=Y, batch_size=500, max_samples=1000)
+    assert ot.n_samples_seen_ == 1000
+
+
+def test_callbacks_hear_one_fit_and_can_stop_it(rng):
+    events = []
+
+    class Recorder:
+        def on_fit_begin(self, estimator, max_steps):
+            events.append(("begin", max_steps))
+
+        def __call__(self, estimator, record):
+            events.append("record")
+            return True  # stop after the first batch
+
+        def on_fit_end(self, estimator):
+            events.append("end")
+
+    Y = rng.normal(size=(10, 2))
+    callbacks = [Recorder()]
+    ot = OTNetTransport(height="vector", callbacks=callbacks, random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=500, max_samples=5000)
+    assert events[0] == ("begin", 10) and events[-1] == "end" and "record" in events
+    assert events.count("end") == 1 and ot.n_samples_seen_ == 500
+    assert ot.callbacks is callbacks  # the parameter is left as it was
+
+
+def test_max_time_stops_between_batches(rng):
+    Y = rng.normal(size=(10, 2))
+    ot = OTNetTransport(height="vector", random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=500, max_time=1e-9)
+    assert ot.n_samples_seen_ == 500  # every call outlasts a nanosecond: one batch
+
+
+def _wrong_rows(n, rng):
+    return rng.normal(size=(n + 1, 2))
+
+
+def _flat(n, rng):
+    return rng.normal(size=n)
+
+
+def _nan(n, rng):
+    x = rng.normal(size=(n, 2))
+    x[3, 1] = np.nan
+    return x
+
+
+def _words(n, rng):
+    return np.full((n, 2), "a")
+
+
+def _dtype_changes(n, rng, calls=[]):  # noqa: B006 - counts the calls
+    calls.append(n)
+    x = rng.normal(size=(n, 2))
+    return x if len(calls) % 2 else x.astype(np.float32)
+
+
+def _features_change(n, rng, calls=[]):  # noqa: B006
+    calls.append(n)
+    return rng.normal(size=(n, 2 if len(calls) % 2 else 3))
+
+
+@pytest.mark.parametrize(
+    ("sampler", "error", "match"),
+    [
+        (_wrong_rows, ValueError, r"batch 0 of the sampler _wrong_rows has 101 rows; 100 were"),
+        (_flat, ValueError, r"sampler _flat has shape \(100,\); expected a 2-D"),
+        (_nan, ValueError, r"sampler _nan contains 1 NaN or infinite"),
+        (_words, TypeError, r"sampler _words has dtype <U1; expected numbers"),
+        (_dtype_changes, TypeError, r"batch 1 of the sampler _dtype_changes has dtype float32"),
+        (_features_change, ValueError, r"batch 1 of the sampler _features_change has 3 feat"),
+        (lambda n, rng: {"x": 1}, TypeError, r"sampler <lambda> is a dict"),
+    ],
+)
+def test_bad_batches_are_clear_errors_naming_the_sampler(rng, sampler, error, match):
+    Y = rng.normal(size=(10, 2))
+    ot = OTNetTransport(height="vector", random_state=0).fit(rng.normal(size=(500, 2)), Y)
+    heights = ot.heights_.copy()
+    with pytest.raises(error, match=match):
+        ot.fit_stream(sampler, X_target=Y, batch_size=100, max_samples=300)
+    if "batch 0" in match or "batch 1" not in match:
+        np.testing.assert_array_equal(ot.heights_, heights)  # failed first batch: as it was
+
+
+def test_bad_sources_and_budgets(rng):
+    ot = OTNetTransport(height="vector")
+    with pytest.raises(ValueError, match="a sampler never ends: give fit_stream max_samples"):
+        ot.fit_stream(normal)
+    with pytest.raises(TypeError, match="source must be a sampler"):
+        ot.fit_stream(3, max_samples=10)
+    with pytest.raises(TypeError, match="source is one array"):
+        ot.fit_stream(rng.normal(size=(10, 2)))
+    with pytest.raises(ValueError, match="max_samples must be an integer > 0"):
+        ot.fit_stream(normal, max_samples=0)
+    with pytest.raises(ValueError, match="max_time must be a number > 0"):
+        ot.fit_stream(normal, max_time=float("nan"))
+    with pytest.raises(ValueError, match="the source list yielded no batch"):
+        ot.fit_stream([])
+    with pytest.raises(TypeError, match="batch 1 of the source list has dtype object"):
+        ot.fit_stream([rng.normal(size=(10, 2)), np.array([[1, None]], dtype=object)])
+
+
+def test_fit_stream_on_each_device(rng, device):
+    Y = rng.normal(size=(10, 2))
+    ot = OTNetTransport(height="residual", hidden_layer_sizes=(16,), device=device, random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=500, max_samples=1500)
+    assert ot.device_.type == device and ot.n_samples_seen_ == 1500
