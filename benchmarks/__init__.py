@@ -21,4 +21,5 @@ BENCHMARKS = (
     "generation",
     "color_transfer",
     "stream",
+    "fit_speed",
 )
