@@ -125,6 +125,25 @@ def _fit(est, X, Y, device: str, budget_s: float, chunk: int) -> float:
     return time.perf_counter() - t
 
 
+def _fit_once(est, X, Y, device: str, budget_s: float) -> float:
+    """One fit (so Newton's candidate passes carry over every step), stopped by a time budget;
+    prints each evaluation."""
+    from skot.callbacks import TimeBudget
+
+    def show(estimator, record) -> bool:
+        print(f"  step {record.step}, TV {record.error:.4f}, {record.seconds:.0f} s", flush=True)
+        return False
+
+    est.set_params(callbacks=[TimeBudget(budget_s), show])
+    _sync(device)
+    t = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.fit(X, X_target=Y)
+    _sync(device)
+    return time.perf_counter() - t
+
+
 def run_gpu(device: str, tiny: bool, large_fit: bool = True) -> tuple[str, list[list]]:
     """Fit, transform and roofline on ``device``; return (Markdown section, table rows).
 
@@ -151,7 +170,7 @@ def _run_gpu(device: str, tiny: bool, large_fit: bool) -> tuple[str, list[list]]
     else:
         small, large, k = (1_000_000, 10_000, 64), (10_000_000, 100_000, 64), 2_000_000
         params = {"batch_size": 65_536, "hidden_layer_sizes": (256, 256)}
-        max_small, max_large, budgets, chunks = 2000, 100, (150.0, 120.0), (250, 2)
+        max_small, max_large, budgets, chunks = 2000, 100, (150.0, 120.0), (250, 100)
     sections = []
     rows_all = []
 
@@ -232,7 +251,7 @@ def _run_gpu(device: str, tiny: bool, large_fit: bool) -> tuple[str, list[list]]
         **params,
     )
     print(f"== fit n={n:,} m={m:,} d={d} height=vector (budget {budgets[1]:.0f} s)", flush=True)
-    fit_s = _fit(est, X, Y, device, budgets[1], chunks[1])
+    fit_s = _fit_once(est, X, Y, device, budgets[1])
     del X
     peak_fit = _peak_gib(device)
     Xn = rng.standard_normal(size=(k, d), dtype=np.float32)
@@ -244,8 +263,10 @@ def _run_gpu(device: str, tiny: bool, large_fit: bool) -> tuple[str, list[list]]
     tr_s = time.perf_counter() - t
     gflops = _mm_gflops(min(k, 16384), d, m, device)
     flops = 2.0 * k * m * d
+    met = "met" if est.marginal_error_ <= 0.01 and fit_s < 60 else "missed"
     rows = [
         ["fit (s)", fit_s],
+        ["target: TV <= 1% in under 60 s (goal 20 s)", "n/a (tiny)" if tiny else met],
         ["steps", est.n_iter_],
         ["s / step", fit_s / max(est.n_iter_, 1)],
         ["marginal TV, exact (tol 1e-2)", est.marginal_error_],
@@ -260,9 +281,10 @@ def _run_gpu(device: str, tiny: bool, large_fit: bool) -> tuple[str, list[list]]
     sections.append(
         f"**Larger fit under a {budgets[1]:.0f} s budget, and transform.** n = {n:,}, m = {m:,}, "
         f'd = {d}, same distributions, vector heights with `solver="newton"` (Newton steps over '
-        "the whole sample from the start, so the TV is exact), fitted in warm-started "
-        f"rounds of {chunks[1]} steps until converged or the budget is spent (each round ends "
-        "with one more pass for the barycentres).\n\n" + md_table(["quantity", "value"], rows)
+        "the whole sample from the start, so the TV is exact), fitted in one call (so that "
+        "each Newton pass after the first rescores the candidates of the earlier passes) "
+        "stopped by `TimeBudget` when not converged; the fit time includes the final pass "
+        "for the barycentres.\n\n" + md_table(["quantity", "value"], rows)
     )
     rows_all += rows
     head = section_header("GPU", tiny, time.perf_counter() - start, load)
