@@ -19,7 +19,9 @@ from .exceptions import DataRangeError
 
 __all__ = [
     "MAX_STANDARDIZED",
+    "check_fit_y",
     "check_hidden_layer_sizes",
+    "check_target_feature_names",
     "check_range",
     "marginal_error_floor",
     "resolve_device",
@@ -117,6 +119,44 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
+def check_target_feature_names(estimator, X_target, name: str = "X_target") -> None:
+    """Fail when ``X_target`` has column names that differ from the ones ``estimator`` was
+    fitted with (``feature_names_in_``): columns are used by position, so a target with the
+    same columns in another order would be silently mismatched."""
+    from sklearn.utils.validation import _get_feature_names
+
+    expected = getattr(estimator, "feature_names_in_", None)
+    if expected is None:
+        return
+    got = _get_feature_names(X_target)
+    if got is None or np.array_equal(got, expected):
+        return
+    if sorted(got.tolist()) == sorted(expected.tolist()):
+        raise ValueError(
+            f"{name} has the columns of X in another order ({list(got)[:5]}... against "
+            f"{list(expected)[:5]}...): columns are matched by position; reorder them, e.g. "
+            f"{name}[X.columns]"
+        )
+    missing = sorted(set(expected.tolist()) - set(got.tolist()), key=str)[:5]
+    unexpected = sorted(set(got.tolist()) - set(expected.tolist()), key=str)[:5]
+    raise ValueError(
+        f"{name}'s feature names differ from X's: missing {missing}, unexpected {unexpected}"
+    )
+
+
+def check_fit_y(y) -> None:
+    """Refuse a 2-D ``y`` in a transport's ``fit``: POT's habit ``fit(Xs, Xt)`` would pass
+    the target as ``y``, which a transport ignores (it would fit the identity map)."""
+    if y is None:
+        return
+    if np.ndim(y) == 2 or getattr(y, "ndim", 1) == 2:
+        shape = np.shape(y)
+        raise ValueError(
+            f"OTNetTransport.fit got a 2-dimensional y of shape {shape}: the target points "
+            "are passed as fit(X, X_target=Y), not fit(X, Y) (y is ignored)"
+        )
+
+
 # ------------------------------------------------------------------ weights, targets
 def _check_weights(weights, n: int, name: str) -> np.ndarray:
     """Validate a weight vector of length ``n``; return it normalised to sum to one."""
@@ -189,6 +229,7 @@ def validate_fit_inputs(estimator, X, X_target, sample_weight, target_weight, ta
         else:
             Y, nu = None, None
     else:
+        check_target_feature_names(estimator, X_target)
         Y = _check_array_named(X_target, "X_target", dtype=[np.float64, np.float32])
         if Y.shape[1] != X.shape[1]:
             raise ValueError(f"X_target has {Y.shape[1]} features, but X has {X.shape[1]} features")

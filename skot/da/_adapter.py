@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,15 +13,25 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from .._cells import nearest_rows
-from .._validation import _check_array_named, validate_X
-from ._defaults import _COARSE_SLACK, _fit_default
+from .._discrete import (
+    MAX_ENTRIES,
+    entropic_plan,
+    exact_plan,
+    has_pot,
+    rounded,
+    squared_distances,
+    strict_duals,
+    transport_from_duals,
+)
+from .._validation import _check_array_named, check_target_feature_names, validate_X
+from ._defaults import _COARSE_SLACK, _discreteness_floor, _fit_default
 from ._domains import _source_mask, _split_domains
 from ._proportions import _estimate_proportions
 
@@ -31,6 +42,73 @@ def _label_scale(Xs: np.ndarray) -> float:
     """Root mean squared distance of the source to its mean: the unit of ``label_weight``."""
     spread = float(np.sqrt(((Xs - Xs.mean(axis=0)) ** 2).sum(axis=1).mean()))
     return spread if spread > 0 else 1.0
+
+
+#: Ratio of the target's spread to the source's (or its inverse), and distance of the means in
+#: source spreads, beyond which the two cannot be the same data seen through the same
+#: preprocessing.
+_SCALE_RATIO = 3.0
+_MEAN_OFFSET = 10.0
+
+
+#: ``label_weight="auto"`` with labels (see the user guide, "Class-aware transport").
+_AUTO_LABEL_WEIGHT = 1.5
+
+
+def _check_target_scale(Xs: np.ndarray, Xt: np.ndarray) -> None:
+    """Warn when the target lies far outside the source's scale: the sign of a pipeline whose
+    earlier steps transformed X but not X_target (no ``transform_input``)."""
+    mean_s, mean_t = Xs.mean(axis=0), Xt.mean(axis=0)
+    spread_s = float(np.sqrt(((Xs - mean_s) ** 2).sum(axis=1).mean()))
+    spread_t = float(np.sqrt(((Xt - mean_t) ** 2).sum(axis=1).mean()))
+    if not (spread_s > 0 and spread_t > 0):
+        return
+    ratio = spread_t / spread_s
+    offset = float(np.linalg.norm(mean_t - mean_s)) / spread_s
+    if max(ratio, 1 / ratio) <= _SCALE_RATIO and offset <= _MEAN_OFFSET:
+        return
+    warnings.warn(
+        f"X_target's spread is {ratio:.3g} times X's and its mean lies {offset:.3g} source "
+        "spreads away from X's: the target looks preprocessed differently from the source. "
+        "In a Pipeline the steps before OTNetAdapter transform X_target only with "
+        "Pipeline(..., transform_input=['X_target']) (scikit-learn >= 1.6, metadata routing "
+        "enabled); without it they fit and transform X alone. If the domains really differ "
+        "that much, scale them alike first (e.g. a StandardScaler per domain).",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _exact_applies(n_source: int, n_target: int, weights) -> bool:
+    """Whether an exact discrete solver couples the two samples: POT's ``ot.emd`` (installed),
+    or SciPy's assignment (equal sizes, uniform weights); and the cost matrix fits."""
+    if n_source * n_target > MAX_ENTRIES:
+        return False
+    return has_pot() or (n_source == n_target and weights is None)
+
+
+def _spread(proba, Xt, n_classes, *, alpha=0.8, n_rounds=10):
+    """Label spreading on the target: ``q <- (1 - alpha) q0 + alpha * mean of q over the k
+    nearest target rows``, ``n_rounds`` times (Zhou et al., 2004), with ``k`` from 3 to 10
+    (about a quarter of a class's share of the target rows). Neighbouring target rows then
+    agree, which the class-aware cost turns into class-consistent cells."""
+    n = Xt.shape[0]
+    k = int(np.clip(n // (4 * n_classes), 3, 10))
+    if n <= k:
+        return proba
+    neighbours = NearestNeighbors(n_neighbors=k + 1).fit(Xt).kneighbors(Xt, return_distance=False)
+    neighbours = neighbours[:, 1:]
+    q = proba
+    for _ in range(n_rounds):
+        q = (1 - alpha) * proba + alpha * q[neighbours].mean(axis=1)
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def _coupling(As, At, a, b):
+    """The exact coupling of ``As`` (weights ``a``) and ``At`` (weights ``b``) for the cost
+    ``|x - y|^2``, and its row and column duals."""
+    plan, u, v, _ = exact_plan(squared_distances(As, At), a, b)
+    return plan, u, v
 
 
 class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -55,36 +133,50 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     transport : OTNetTransport, default=None
-        The (unfitted) transport, cloned at fit. ``None`` uses ``OTNetTransport(height="vector",
-        max_iter=1000)`` with a step size for the free heights set from the spacing of the target
-        points and ``tol`` 0.5% (or one sample) above the smallest marginal error a hard map
-        between the two sample sizes can reach; a fit that stops short of ``tol`` is retried
-        once with a 3x larger step (up to 3000 steps) and the better map is kept. Its
-        parameters are reachable by grid search as ``<step>__transport__<name>``.
-    direction : {"forward", "barycentric"}, default="forward"
-        ``"forward"`` learns the map from the source samples onto the target points: each
-        source row moves to one target point (``transport.epsilon > 0``: a softmax-weighted
-        mean of target points). ``"barycentric"`` learns the map from the target samples onto
-        the source points and moves every source row to the mean of the target samples of its
-        cell (its barycentric image), which averages several target points when the target is
-        larger than the source. With as many (uniformly weighted) source as target rows both
-        give the same optimal matching.
-    label_weight : float, default=0.0
-        Class-aware transport. ``0`` ignores the labels. ``> 0`` appends
+        The (unfitted) transport, cloned at fit; its parameters are reachable by grid search
+        as ``<step>__transport__<name>``. ``None`` (the default) couples the two samples
+        exactly: POT's ``ot.emd`` when POT is installed, otherwise SciPy's
+        ``linear_sum_assignment`` when source and target have as many rows and uniform
+        weights. ``transport_`` is then an :class:`~skot.OTNetTransport` whose heights come
+        from the coupling's duals (moved inside the optimal face by a small margin), so new
+        rows map by the same power diagram. Where no exact solver applies (no POT and
+        unequal sizes or weights), a semi-discrete ``OTNetTransport(height="vector")`` with
+        a tolerance just above the smallest marginal error a hard map of the two sample sizes
+        can reach, one retry with a larger step, and a ``ConvergenceWarning`` if it still
+        stops short (see the user guide).
+    direction : {"barycentric", "forward"}, default="barycentric"
+        ``"barycentric"`` moves every source row to the mean of the target rows it is coupled
+        with (its barycentric image): several target rows when the target is larger than the
+        source, one when it is smaller. ``"forward"`` moves it to one target row, the cell of
+        the hard map (``transport.epsilon > 0``: a softmax-weighted mean). With a given
+        ``transport``, ``"barycentric"`` fits the map from the target samples onto the source
+        points and takes the mean of the target samples of each cell.
+    smoothing : float, default=0.1
+        Entropic smoothing of the barycentric images with the default transport: the images
+        come from the entropic coupling with the same (class-aware) cost and a temperature of
+        ``smoothing`` times the mean cost, which averages nearby target rows. ``0`` keeps the
+        exact coupling's images. Ignored with ``direction="forward"`` or a given
+        ``transport``.
+    label_weight : float or "auto", default="auto"
+        Class-aware transport. ``"auto"``: ``1.5`` when ``y`` is given, else ``0``. ``0``
+        ignores the labels. ``> 0`` appends
         ``label_weight * s * onehot(y)`` to the source rows and ``label_weight * s * q`` to
         the target rows, where ``s`` is the root mean squared distance of the source to its
         mean and ``q`` are target class probabilities (pseudo-labels): moving a point of class
         ``k`` onto a target believed to be of class ``l != k`` then costs about
-        ``label_weight**2`` times a typical squared distance more, so cells stop mixing source
-        classes. With the default transport this label-aware map stops at a marginal error of
-        5%, which leaves some of the mass that would have to cross a label gap in its class;
-        it does not change the mass each class carries (see ``class_proportions``).
+        ``2 * label_weight**2`` times a typical squared distance more, so couplings stop
+        mixing source classes. The default pseudo-labels are spread over the target's
+        nearest-neighbour graph (neighbouring target rows agree). With a given or
+        semi-discrete transport this label-aware map stops at a marginal error of 5%. It does
+        not change the mass each class carries (see ``class_proportions``).
     label_estimator : classifier, default=None
         Classifier that gives the target pseudo-labels ``q``: fitted on the transported source
         and its labels, then ``predict_proba`` on the target. ``None`` uses
-        ``KNeighborsClassifier(n_neighbors=10)`` (fewer with fewer source rows). Used only
-        when ``label_weight > 0``.
-    n_label_iter : int, default=1
+        ``KNeighborsClassifier(n_neighbors=10)`` (fewer with fewer source rows), whose
+        probabilities are then spread over the target: ``q <- 0.2 q0 + 0.8 * (mean of q
+        over the k nearest target rows)``, ten times, ``k`` from 3 to 10 (label spreading,
+        Zhou et al. 2004). Used only when ``label_weight > 0``.
+    n_label_iter : int, default=3
         Class-aware rounds (``label_weight > 0``): each re-estimates the pseudo-labels from the
         previous map and fits the label-aware map again.
     class_proportions : {"source", "estimate"} or dict, default="source"
@@ -126,6 +218,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     class_proportions_ : ndarray of shape (n_classes,) or None
         Class proportions the map used (order of ``classes_``; the source's own with
         ``class_proportions="source"``; ``None`` without ``y``).
+    label_weight_ : float
+        The label weight used (``label_weight``, with ``"auto"`` resolved).
     target_proba_ : ndarray of shape (n_target, n_classes) or None
         Target pseudo-label probabilities of the last class-aware round (``None`` when
         ``label_weight == 0``).
@@ -162,7 +256,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     >>> import sklearn
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
-    >>> from sklearn.neighbors import KNeighborsClassifier
+    >>> from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
     >>> from skot.da import OTNetAdapter
     >>> rng = np.random.default_rng(0)
     >>> Xs = rng.normal(size=(200, 2)); ys = (Xs[:, 0] > 0).astype(int)
@@ -182,21 +276,23 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "transport": [HasMethods(["fit", "transform", "inverse_transform"]), None],
         "direction": [StrOptions({"forward", "barycentric"})],
-        "label_weight": [Interval(Real, 0, None, closed="left")],
+        "label_weight": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "label_estimator": [HasMethods(["fit", "predict_proba"]), None],
         "n_label_iter": [Interval(Integral, 1, None, closed="left")],
         "class_proportions": [StrOptions({"source", "estimate"}), dict],
         "strength": [Interval(Real, 0, 1, closed="both")],
+        "smoothing": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
         self,
         transport=None,
         *,
-        direction="forward",
-        label_weight=0.0,
+        direction="barycentric",
+        smoothing=0.1,
+        label_weight="auto",
         label_estimator=None,
-        n_label_iter=1,
+        n_label_iter=3,
         class_proportions="source",
         strength=1.0,
     ):
@@ -207,6 +303,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.n_label_iter = n_label_iter
         self.class_proportions = class_proportions
         self.strength = strength
+        self.smoothing = smoothing
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None, *, X_target=None, sample_domain=None):
@@ -256,6 +353,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _fit(self, X, y, X_target, sample_domain):
         X = validate_X(self, X, reset=True, ensure_min_samples=2)
         if X_target is not None:
+            check_target_feature_names(self, X_target)
             X_target = _check_array_named(X_target, "X_target", dtype=[np.float64, np.float32])
             if X_target.shape[1] != X.shape[1]:
                 raise ValueError(
@@ -265,6 +363,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         if Xt.shape[0] < 2:
             raise ValueError(f"X_target must have at least 2 rows, got {Xt.shape[0]}")
         Xs64, Xt64 = np.asarray(Xs, dtype=np.float64), np.asarray(Xt, dtype=np.float64)
+        _check_target_scale(Xs64, Xt64)
         self.classes_ = None
         codes = None
         if ys is not None:
@@ -272,7 +371,11 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             encoder = LabelEncoder().fit(ys)
             self.classes_ = encoder.classes_
             codes = encoder.transform(ys)
-        if self.label_weight > 0 and codes is None:
+        if self.label_weight == "auto":
+            self.label_weight_ = _AUTO_LABEL_WEIGHT if codes is not None else 0.0
+        else:
+            self.label_weight_ = float(self.label_weight)
+        if self.label_weight_ > 0 and codes is None:
             raise ValueError(
                 f"label_weight={self.label_weight} needs the source labels y; got y=None"
             )
@@ -280,17 +383,27 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.X_target_ = Xt64
         self.target_proba_ = None
         weights = self._class_weights(Xs64, codes, Xt64)
+        if self.transport is None and _exact_applies(Xs64.shape[0], Xt64.shape[0], weights):
+            moved = self._fit_exact(Xs64, Xt64, codes, weights)
+        else:
+            moved = self._fit_iterative(Xs64, Xt64, codes, weights)
+        self.X_source_transported_ = self._blend(Xs64, moved)
+        return X, source
+
+    def _fit_iterative(self, Xs64, Xt64, codes, weights):
+        """The map by a semi-discrete transport (given, or the default one); returns the
+        images of the training source rows."""
         # With label_weight > 0 this first map only feeds the pseudo-labeller: a rough one
         # suffices.
-        first_slack = _COARSE_SLACK if self.label_weight > 0 else 5e-3
+        first_slack = _COARSE_SLACK if self.label_weight_ > 0 else 5e-3
         self.transport_ = self._fit_map(
-            Xs64, Xt64, slack=first_slack, weights=weights, warn=self.label_weight == 0
+            Xs64, Xt64, slack=first_slack, weights=weights, warn=self.label_weight_ == 0
         )
         moved = self._training_images(Xs64, Xt64)
-        if self.label_weight > 0:
+        if self.label_weight_ > 0:
             n_classes = len(self.classes_)
             onehot = np.eye(n_classes)[codes]
-            scale = self.label_weight * _label_scale(Xs64)
+            scale = self.label_weight_ * _label_scale(Xs64)
             for _ in range(self.n_label_iter):
                 proba = self._pseudo_labels(moved, codes, Xt64, n_classes)
                 self.target_proba_ = proba
@@ -301,8 +414,71 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                     As, At, slack=_COARSE_SLACK, weights=weights, step_factor=3.0
                 )
                 moved = self._training_images(As, At)[:, : Xs64.shape[1]]
-        self.X_source_transported_ = self._blend(Xs64, moved)
-        return X, source
+        return moved
+
+    def _fit_exact(self, Xs64, Xt64, codes, weights):
+        """The map from the exact coupling of the two samples (``transport=None`` where an
+        exact solver applies); returns the images of the training source rows.
+
+        Every class-aware round solves the coupling again in augmented coordinates. The
+        images are the barycentric ones (``direction="barycentric"``: the mean of the target
+        rows each source row is coupled with) or the hard map's. ``transport_`` is the power
+        diagram of the last coupling's duals, in the adapter's direction.
+        """
+        ns, nt = Xs64.shape[0], Xt64.shape[0]
+        a = np.full(ns, 1.0 / ns) if weights is None else weights / weights.sum()
+        b = np.full(nt, 1.0 / nt)
+        As, At = Xs64, Xt64
+        plan, u, v = _coupling(As, At, a, b)
+        moved = self._plan_images(plan, As, At, u, v)
+        if self.label_weight_ > 0:
+            n_classes = len(self.classes_)
+            onehot = np.eye(n_classes)[codes]
+            scale = self.label_weight_ * _label_scale(Xs64)
+            As = np.hstack([Xs64, scale * onehot])
+            for _ in range(self.n_label_iter):
+                proba = self._pseudo_labels(moved, codes, Xt64, n_classes)
+                self.target_proba_ = proba
+                At = np.hstack([Xt64, scale * proba])
+                plan, u, v = _coupling(As, At, a, b)
+                moved = self._plan_images(plan, As, At, u, v)[:, : Xs64.shape[1]]
+        self.transport_ = self._transport_from_plan(plan, As, At, a, b, u, v)
+        if self.smoothing > 0 and self.direction == "barycentric":
+            C = squared_distances(As, At)
+            plan = entropic_plan(C, a, b, self.smoothing * float(C.mean()))
+            moved = (plan @ At[:, : Xs64.shape[1]]) / plan.sum(axis=1, keepdims=True)
+        if self.direction == "forward":
+            moved = np.asarray(self.transport_.transform(As), dtype=np.float64)[:, : Xs64.shape[1]]
+        return moved
+
+    def _plan_images(self, plan, As, At, u, v):
+        """Images of the source rows under the coupling: barycentric, or (forward) the target
+        row each row is most coupled with."""
+        if self.direction == "forward":
+            return At[rounded(plan)]
+        return (plan @ At) / plan.sum(axis=1, keepdims=True)
+
+    def _transport_from_plan(self, plan, As, At, a, b, u, v):
+        """The fitted transport whose power diagram is the coupling's (heights from its
+        duals): source samples onto target points, or the reverse for ``"barycentric"``."""
+        uniform_a = None if np.all(a == a[0]) else a
+        tol = max(5e-3, 1.01 / max(As.shape[0], At.shape[0]))
+        if self.direction == "forward":
+            C = squared_distances(As, At)
+            duals, _ = strict_duals(C, rounded(plan), v)
+            return transport_from_duals(As, At, duals, sample_weight=uniform_a, tol=tol)
+        C = squared_distances(At, As)
+        duals, _ = strict_duals(C, rounded(plan.T), u)
+        return transport_from_duals(
+            At,
+            As,
+            duals,
+            target_weight=uniform_a,
+            tol=tol
+            + _discreteness_floor(
+                At.shape[0], As.shape[0], None if uniform_a is None else ("targets", a)
+            ),
+        )
 
     def _blend(self, rows, images):
         """``rows + strength * (images - rows)``; exactly ``rows`` (a copy) at strength 0 and
@@ -392,6 +568,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return images
 
     def _pseudo_labels(self, moved, codes, Xt, n_classes):
+        """Target class probabilities: the label estimator trained on the transported source
+        (the default one's spread over the target's nearest-neighbour graph, :func:`_spread`)."""
         est = (
             KNeighborsClassifier(n_neighbors=min(10, moved.shape[0]))
             if self.label_estimator is None
@@ -400,7 +578,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         est.fit(moved, codes)
         proba = np.zeros((Xt.shape[0], n_classes))
         proba[:, np.asarray(est.classes_, dtype=int)] = est.predict_proba(Xt)
-        return proba
+        return _spread(proba, Xt, n_classes) if self.label_estimator is None else proba
 
     # ---------------------------------------------------------------- mapping
     def transform(self, X, sample_domain=None):
@@ -455,7 +633,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         near = nearest_rows(X64, self.X_source_)
         exact = np.all(self.X_source_[near] == X64, axis=1)
         out = X64 + (self.X_source_transported_[near] - self.X_source_[near])
-        if self.direction == "forward" and self.label_weight == 0 and not exact.all():
+        if self.direction == "forward" and self.label_weight_ == 0 and not exact.all():
             new = X64[~exact]
             out[~exact] = self._blend(new, np.asarray(self.transport_.transform(new), np.float64))
         out[exact] = self.X_source_transported_[near[exact]]
