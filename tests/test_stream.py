@@ -1,5 +1,6 @@
 """Streams: partial_fit continues a fit without making it worse, and accumulates its counts."""
 
+import dataclasses
 import pickle
 
 import numpy as np
@@ -97,3 +98,36 @@ def test_stream_records_report_the_decayed_step_size(rng):
     assert len(records) == 2 and not any(r.exact for r in records)
     # sqrt(batch / rows seen) of the initial step size, 1e-2 for free heights.
     assert records[0].learning_rate == pytest.approx(1e-2 * (500 / 5000) ** 0.5)
+
+
+def test_a_stream_from_scratch_reaches_the_fit_quality(rng):
+    """Free heights from scratch: the stream's rows are solved by Newton steps as they grow."""
+    Y = rng.uniform(-2, 2, size=(30, 2))
+    X = rng.normal(size=(10_000, 2))
+    X_fresh = rng.normal(size=(100_000, 2))
+    ot = OTNetTransport(height="vector", tol=2e-3, random_state=0)
+    for r0 in range(0, 10_000, 1000):
+        ot.partial_fit(X[r0 : r0 + 1000], X_target=Y)
+    fit = OTNetTransport(height="vector", tol=2e-3, random_state=0).fit(X, X_target=Y)
+    assert ot.n_samples_seen_ == 10_000
+    assert _fresh_tv(ot, X_fresh) <= 1.3 * _fresh_tv(fit, X_fresh)
+
+
+def test_a_full_buffer_is_dropped_for_averaged_steps(rng, monkeypatch):
+    config = OTNetTransport._config
+    monkeypatch.setattr(
+        OTNetTransport,
+        "_config",
+        lambda self: dataclasses.replace(config(self), max_eval_samples=3000),
+    )
+    Y = rng.normal(size=(20, 2))
+    ot = OTNetTransport(height="vector", random_state=0)
+    for _ in range(3):
+        ot.partial_fit(rng.normal(size=(1000, 2)), X_target=Y)
+    buffer = ot._state.stream_buffer
+    assert buffer.closed and buffer.X.shape[0] == 0 and ot._state.average is not None
+    X_fresh = rng.normal(size=(100_000, 2))
+    before = _fresh_tv(ot, X_fresh)
+    ot.partial_fit(rng.normal(size=(1000, 2)))  # an averaged step: the map barely moves
+    assert _fresh_tv(ot, X_fresh) <= 1.1 * before + 0.005
+    assert ot.n_samples_seen_ == 4000
