@@ -44,36 +44,35 @@ def _label_scale(Xs: np.ndarray) -> float:
     return spread if spread > 0 else 1.0
 
 
-#: Ratio of the target's spread to the source's (or its inverse), and distance of the means in
-#: source spreads, beyond which the two cannot be the same data seen through the same
-#: preprocessing.
-_SCALE_RATIO = 3.0
-_MEAN_OFFSET = 10.0
-
-
 #: ``label_weight="auto"`` with labels (see the user guide, "Class-aware transport").
 _AUTO_LABEL_WEIGHT = 1.5
+
+#: Median over the features of the target's spread over the source's (or its inverse), and
+#: median distance of the means in source standard deviations, beyond which the two look
+#: preprocessed differently (a domain shift moves some features, not all of them by as much).
+_SCALE_RATIO = 3.0
+_MEAN_OFFSET = 10.0
 
 
 def _check_target_scale(Xs: np.ndarray, Xt: np.ndarray) -> None:
     """Warn when the target lies far outside the source's scale: the sign of a pipeline whose
     earlier steps transformed X but not X_target (no ``transform_input``)."""
-    mean_s, mean_t = Xs.mean(axis=0), Xt.mean(axis=0)
-    spread_s = float(np.sqrt(((Xs - mean_s) ** 2).sum(axis=1).mean()))
-    spread_t = float(np.sqrt(((Xt - mean_t) ** 2).sum(axis=1).mean()))
-    if not (spread_s > 0 and spread_t > 0):
+    std_s, std_t = Xs.std(axis=0), Xt.std(axis=0)
+    varied = std_s > 0
+    if not varied.any():
         return
-    ratio = spread_t / spread_s
-    offset = float(np.linalg.norm(mean_t - mean_s)) / spread_s
-    if max(ratio, 1 / ratio) <= _SCALE_RATIO and offset <= _MEAN_OFFSET:
+    ratio = float(np.median(std_t[varied] / std_s[varied]))
+    offset = float(np.median(np.abs(Xt.mean(axis=0) - Xs.mean(axis=0))[varied] / std_s[varied]))
+    if (1 / _SCALE_RATIO <= ratio <= _SCALE_RATIO) and offset <= _MEAN_OFFSET:
         return
     warnings.warn(
-        f"X_target's spread is {ratio:.3g} times X's and its mean lies {offset:.3g} source "
-        "spreads away from X's: the target looks preprocessed differently from the source. "
-        "In a Pipeline the steps before OTNetAdapter transform X_target only with "
-        "Pipeline(..., transform_input=['X_target']) (scikit-learn >= 1.6, metadata routing "
-        "enabled); without it they fit and transform X alone. If the domains really differ "
-        "that much, scale them alike first (e.g. a StandardScaler per domain).",
+        f"X_target's features spread {ratio:.3g} times as much as X's and their means lie "
+        f"{offset:.3g} source standard deviations away (medians over the features): the "
+        "target looks preprocessed differently from the source. In a Pipeline the steps "
+        "before OTNetAdapter transform X_target only with Pipeline(..., "
+        "transform_input=['X_target']) (metadata routing enabled); without it they fit and "
+        "transform X alone. If the domains really differ that much, scale them alike first "
+        "(e.g. a StandardScaler per domain).",
         UserWarning,
         stacklevel=4,
     )

@@ -1,0 +1,186 @@
+"""The adapter's exact coupling (skot._discrete), its fallbacks, and the DA misuse checks."""
+
+import warnings
+
+import numpy as np
+import pytest
+import sklearn
+from sklearn.datasets import load_digits
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+import skot.da._adapter as adapter_module
+from skot import OTNetTransport, _discrete
+from skot._validation import check_fit_y
+from skot.da import OTNetAdapter, ReverseValidationScorer
+
+HARD = {"direction": "forward", "label_weight": 0.0}
+
+
+@pytest.fixture
+def routing():
+    with sklearn.config_context(enable_metadata_routing=True):
+        yield
+
+
+@pytest.fixture
+def no_pot(monkeypatch):
+    monkeypatch.setattr(_discrete, "has_pot", lambda: False)
+    monkeypatch.setattr(adapter_module, "has_pot", lambda: False)
+
+
+def _samples(n, m, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.normal(size=(m, d)) + 1.0
+
+
+# ------------------------------------------------------------------ exact couplings
+def test_exact_plan_backends_agree_and_duals_are_feasible():
+    pytest.importorskip("ot")
+    X, Y = _samples(40, 40)
+    C = _discrete.squared_distances(X, Y)
+    a = np.full(40, 1 / 40)
+    plans = {}
+    for method in ("pot", "assignment"):
+        plan, u, v, used = _discrete.exact_plan(C, a, a, method=method)
+        assert used == method
+        assert np.all(u[:, None] + v[None, :] <= C + 1e-9)
+        support = plan > 0
+        np.testing.assert_allclose((u[:, None] + v[None, :])[support], C[support], atol=1e-9)
+        plans[method] = plan
+    np.testing.assert_allclose(plans["pot"], plans["assignment"])
+
+
+def test_strict_duals_give_every_row_its_column():
+    X, Y = _samples(60, 60, d=3)
+    C = _discrete.squared_distances(X, Y)
+    a = np.full(60, 1 / 60)
+    plan, _, v, _ = _discrete.exact_plan(C, a, a, method="assignment")
+    sigma = _discrete.rounded(plan)
+    strict, margin = _discrete.strict_duals(C, sigma, v)
+    assert margin > 0
+    reduced = C - strict[None, :]
+    own = reduced[np.arange(60), sigma]
+    reduced[np.arange(60), sigma] = np.inf
+    assert np.all(reduced.min(axis=1) >= own + margin * (1 - 1e-9))
+
+
+def test_default_transport_is_the_couplings_power_diagram():
+    X, Y = _samples(50, 50)
+    adapter = OTNetAdapter(**HARD).fit(X, X_target=Y)
+    C = _discrete.squared_distances(X, Y)
+    plan, _, _, _ = _discrete.exact_plan(C, np.full(50, 0.02), np.full(50, 0.02))
+    sigma = _discrete.rounded(plan)
+    transport = adapter.transport_
+    assert isinstance(transport, OTNetTransport)
+    np.testing.assert_array_equal(transport.predict_index(X), sigma)
+    assert transport.marginal_error_ == 0.0 and transport.converged_
+    np.testing.assert_array_equal(adapter.X_source_transported_, Y[sigma])
+    # New rows map by the same power diagram: scores <x, y_j> + heights_j.
+    new = X[:10] + 0.05
+    best = np.argmax(new @ transport.target_.T + transport.heights_, axis=1)
+    np.testing.assert_array_equal(transport.predict_index(new), best)
+
+
+def test_barycentric_images_average_the_coupled_target_rows():
+    pytest.importorskip("ot")
+    X, Y = _samples(20, 60)
+    adapter = OTNetAdapter(label_weight=0.0, smoothing=0.0).fit(X, X_target=Y)
+    plan, _, _, _ = _discrete.exact_plan(
+        _discrete.squared_distances(X, Y), np.full(20, 0.05), np.full(60, 1 / 60)
+    )
+    np.testing.assert_allclose(adapter.X_source_transported_, 20 * plan @ Y)
+    # Each source row averages three target rows: none is a target row.
+    assert not np.isin(adapter.X_source_transported_[:, 0], Y[:, 0]).any()
+
+
+def test_without_pot_equal_sizes_use_the_assignment(no_pot):
+    X, Y = _samples(30, 30)
+    plan, _, _, method = _discrete.exact_plan(
+        _discrete.squared_distances(X, Y), np.full(30, 1 / 30), np.full(30, 1 / 30)
+    )
+    assert method == "assignment"
+    adapter = OTNetAdapter(**HARD).fit(X, X_target=Y)
+    np.testing.assert_array_equal(adapter.X_source_transported_, Y[_discrete.rounded(plan)])
+    assert adapter.transport_.marginal_error_ == 0.0
+
+
+def test_without_pot_unequal_sizes_use_the_semi_discrete_transport(no_pot):
+    X, Y = _samples(60, 20)
+    assert (
+        _discrete.exact_plan(np.ones((60, 20)), np.full(60, 1 / 60), np.full(20, 0.05))[0] is None
+    )
+    adapter = OTNetAdapter(label_weight=0.0).fit(X, X_target=Y)
+    assert adapter.transport_.max_iter > 1  # solved by steps, not set from duals
+    assert adapter.X_source_transported_.shape == X.shape
+
+
+# ------------------------------------------------------------------ misuse
+def test_pipeline_without_transform_input_warns(routing):
+    X, y = load_digits(return_X_y=True)
+    pipe = make_pipeline(StandardScaler(), OTNetAdapter(**HARD), KNeighborsClassifier(1))
+    with pytest.warns(UserWarning, match=r"transform_input=\['X_target'\]"):
+        pipe.fit(X[:300], y[:300], X_target=X[300:600])
+    routed = make_pipeline(
+        StandardScaler(),
+        OTNetAdapter(**HARD),
+        KNeighborsClassifier(1),
+        transform_input=["X_target"],
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        routed.fit(X[:300], y[:300], X_target=X[300:600])
+
+
+def test_target_columns_are_checked_against_the_sources():
+    pd = pytest.importorskip("pandas")
+    X, Y = _samples(30, 30, d=3)
+    Xs = pd.DataFrame(X, columns=["a", "b", "c"])
+    swapped = pd.DataFrame(Y, columns=["a", "b", "c"])[["c", "a", "b"]]
+    renamed = pd.DataFrame(Y, columns=["a", "b", "z"])
+    for est in (OTNetAdapter(**HARD), OTNetTransport(height="vector", max_iter=5, tol=1.0)):
+        with pytest.raises(ValueError, match="another order"):
+            est.fit(Xs, X_target=swapped)
+        with pytest.raises(ValueError, match=r"missing \['c'\], unexpected \['z'\]"):
+            est.fit(Xs, X_target=renamed)
+        est.fit(Xs, X_target=swapped[["a", "b", "c"]])  # the same columns in order: fine
+
+
+def test_two_dimensional_y_points_to_x_target():
+    X, Y = _samples(10, 10)
+    with pytest.raises(ValueError, match=r"fit\(X, X_target=Y\)"):
+        check_fit_y(Y)
+    check_fit_y(None)
+    check_fit_y(np.zeros(10))
+
+
+# ------------------------------------------------------------------ real-shaped cases
+def test_small_source_large_target_beats_exact_ot():
+    ot = pytest.importorskip("ot")
+    from benchmarks.da import make_case
+
+    Xs, ys, Xt, yt = make_case(100, 600, 100, "rotate")
+    emd = ot.da.EMDTransport().fit(Xs=Xs, Xt=Xt).transform(Xs=Xs)
+    emd_accuracy = KNeighborsClassifier(1).fit(emd, ys).score(Xt, yt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = OTNetAdapter().fit_transform(Xs, ys, X_target=Xt)
+    accuracy = KNeighborsClassifier(1).fit(moved, ys).score(Xt, yt)
+    assert accuracy > emd_accuracy + 0.05
+
+
+def test_grid_search_at_defaults_is_silent(routing):
+    X, y = load_digits(return_X_y=True)
+    Xs, ys, Xt = X[:200], y[:200], X[200:450]
+    pipe = make_pipeline(
+        StandardScaler(), OTNetAdapter(), KNeighborsClassifier(1), transform_input=["X_target"]
+    )
+    search = GridSearchCV(
+        pipe, {"otnetadapter__strength": [0.0, 1.0]}, cv=2, scoring=ReverseValidationScorer()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        search.fit(Xs, ys, X_target=Xt)
+    assert search.best_params_["otnetadapter__strength"] in (0.0, 1.0)
