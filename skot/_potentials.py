@@ -22,11 +22,9 @@ __all__ = [
     "NetworkHeights",
     "ResidualHeights",
     "VectorHeights",
-    "carry_over_heights",
     "make_height_model",
     "gaussian_offset",
     "initial_height_model",
-    "transfer_heights",
     "typical_spacing",
 ]
 
@@ -247,55 +245,6 @@ def typical_spacing(
         best = torch.minimum(best, dist.min(dim=1).values)
     best = best[torch.isfinite(best) & (best > 0)]
     return float(best.median()) if best.numel() else 1.0
-
-
-def transfer_heights(
-    Y_old: Tensor, h_old: Tensor, grad_old: Tensor, Y_new: Tensor, k: int = 8
-) -> Tensor:
-    """Heights of new target points from the trained heights of nearby old ones.
-
-    Each of the ``k`` nearest old points ``y_i`` proposes its first-order expansion
-    ``h_i + <g_i, y - y_i>``, with ``g_i`` the gradient of the height function at ``y_i`` (for
-    the dual potential, minus the barycentre of ``y_i``'s cell); the proposals are averaged with
-    inverse squared distances, so a point at an old point's position gets that point's
-    height. Computed in chunks of new points.
-    """
-    out = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
-    k = min(k, Y_old.shape[0])
-    chunk = max(1, default_block_elements(Y_old.device) // max(Y_old.shape[0], 1))
-    for r0 in range(0, Y_new.shape[0], chunk):
-        Q = Y_new[r0 : r0 + chunk]
-        dist, idx = torch.cdist(Q, Y_old).topk(k, dim=1, largest=False)
-        step = ((Q[:, None, :] - Y_old[idx]) * grad_old[idx]).sum(dim=2)
-        proposal = h_old[idx].double() + step.double()
-        weight = 1.0 / dist.double().clamp_min(1e-12) ** 2
-        weight /= weight.sum(dim=1, keepdim=True)
-        out[r0 : r0 + chunk] = (weight * proposal).sum(dim=1).to(out.dtype)
-    return out
-
-
-def carry_over_heights(
-    model: HeightModel, Y_old: Tensor, grad_old: Tensor, Y_new: Tensor, rows: Tensor
-) -> None:
-    """Give ``model`` a fresh residual so that its heights on ``Y_new`` continue its heights
-    on ``Y_old`` (the network part, if any, is kept as it is).
-
-    ``rows[i]`` is the index in ``Y_old`` of new point ``i`` (``-1``: a new point). A matched
-    point keeps its height, moved to first order along ``grad_old`` (the height function's
-    gradient at the old points) if it moved, so its cell stays where it was; a new point gets
-    its old neighbours' expansions (:func:`transfer_heights`).
-    """
-    with torch.no_grad():
-        h_old = model(Y_old)
-        matched = rows >= 0
-        src = rows[matched]
-        h_new = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
-        moved = Y_new[matched] - Y_old[src]
-        h_new[matched] = h_old[src] + (moved * grad_old[src]).sum(dim=1)
-        h_new[~matched] = transfer_heights(Y_old, h_old, grad_old, Y_new[~matched])
-        net = getattr(model, "net", None)
-        new = h_new - model.offset(Y_new) - (net(Y_new) if net is not None else 0.0)
-    model.residual = nn.Parameter(new)
 
 
 def make_height_model(

@@ -28,6 +28,7 @@ from torch import Tensor
 from . import _newton
 from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
+from ._reuse import distill, insert_points
 
 __all__ = [
     "NEWTON_MIN_SAMPLES_PER_TARGET",
@@ -162,6 +163,9 @@ class SolverState:
     average: dict[str, Tensor] | None = None
     seen_masses: Tensor | None = None
     seen_sums: Tensor | None = None
+    # (heights, the Newton pass at them), left by restart_schedule for the first Newton step
+    # (not part of a snapshot).
+    first_pass: object | None = None
 
 
 @dataclass(frozen=True)
@@ -223,23 +227,41 @@ def _cells(problem: Problem, h: Tensor, config: SolverConfig) -> PowerCells:
     return PowerCells(problem.target, h, block_elements=config.block_elements)
 
 
-def restart_schedule(state: SolverState, problem: Problem, config: SolverConfig) -> float:
+def restart_schedule(
+    state: SolverState,
+    problem: Problem,
+    config: SolverConfig,
+    new_points: Tensor | None = None,
+) -> float:
     """Resume the schedule for a changed problem; return its current marginal error.
 
-    The error is measured over the problem's sample at the current heights. The batch size,
-    step sizes and Newton temperature are taken from the first evaluation of the previous run
-    that had reached that error: a warm start close to the solution skips the coarse stage
-    instead of repeating it, and one far from it starts over. Parameters and Adam's moments
-    are kept.
+    ``new_points`` (a boolean mask over the targets) marks points without trained heights:
+    with free heights, each first gets the height at which its cell holds its target mass
+    against the others (:func:`._reuse.insert_points`). The error is then measured over the
+    problem's sample, by the pass the first Newton step starts from where Newton steps start at
+    once. The batch size, step sizes and Newton temperature are taken from the first evaluation
+    of the previous run that had reached that error: a warm start close to the solution skips
+    the coarse stage instead of repeating it, and one far from it starts over. Parameters and
+    Adam's moments are kept.
     """
+    model = state.model
+    X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
     with torch.no_grad():
-        h = state.model(problem.target)
-    masses = (
-        _cells(problem, h, config)
-        .cell_sums(problem.source, problem.source_weight, epsilon=config.epsilon)
-        .masses
-    )
-    error = marginal_error(masses, problem.target_weight)
+        h = model(Y)
+        if new_points is not None and hasattr(model, "residual") and problem.is_empirical:
+            inserted = insert_points(X, w, Y, h, nu, new_points)
+            model.residual += (inserted - h).to(model.residual.dtype)
+            h = model(Y)
+    newton = _uses_newton(model, problem, config) and _starts_exact(state, problem, config)
+    if newton:
+        state.temperature = None  # pass_at takes the median gap; resmoothed below
+        first = _newton.pass_at(state, X, w, Y, nu)
+        error = marginal_error(first.hard, nu)
+    else:
+        masses = _cells(problem, h, config).cell_sums(
+            X, problem.source_weight, epsilon=config.epsilon
+        )
+        error = marginal_error(masses.masses, nu)
     point = next((entry for entry in state.schedule if entry.error <= error), None)
     if point is None:
         batch = config.batch_size
@@ -254,9 +276,13 @@ def restart_schedule(state: SolverState, problem: Problem, config: SolverConfig)
     state.n_stall = 0
     state.eval_source = None
     state.eval_weight = None
-    state.temperature = temperature
     state.damping = 1e-2
     state.restarted = True
+    state.temperature = temperature
+    if newton:
+        if temperature is None:
+            state.temperature = first.eps
+        state.first_pass = (h, _newton.resmoothed(first, w, state.temperature))
     return error
 
 
@@ -308,14 +334,11 @@ def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) ->
     """Whether to skip the Monte Carlo stage and take Newton steps from the start.
 
     Always with ``solver="newton"``. With ``"auto"``, when the whole sample is at most
-    ``max_eval_samples`` (each evaluation is a pass over it anyway) and either there is no
-    network for Monte Carlo steps to train, or the problem was just restarted (a warm start:
-    the network is trained already).
+    ``max_eval_samples`` (each evaluation is a pass over it anyway): the free heights solve the
+    problem and a network, if any, learns from them afterwards (:func:`._reuse.distill`),
+    so there is nothing for Monte Carlo steps to train.
     """
-    if config.solver == "newton":
-        return True
-    small = problem.n_samples <= config.max_eval_samples
-    return small and (state.restarted or not _has_network(state.model))
+    return config.solver == "newton" or problem.n_samples <= config.max_eval_samples
 
 
 def _source_weights(problem: Problem) -> Tensor:
@@ -359,7 +382,12 @@ def run(
     if newton and loop.full_batch:
         _newton_steps(loop)
     loop.check_finite()
-    return loop.result()
+    result = loop.result()
+    if _has_network(state.model) and hasattr(state.model, "residual"):
+        distill(state.model, problem.target, state.generator)
+        for param in state.model.net.parameters():  # its Adam moments are stale now
+            state.optimizer.state.pop(param, None)
+    return result
 
 
 class _Loop:
@@ -554,6 +582,12 @@ def _newton_steps(loop: _Loop) -> None:
     state, problem = loop.state, loop.problem
     X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
     current = None  # the pass at the current heights
+    if state.first_pass is not None:
+        heights, first = state.first_pass
+        state.first_pass = None
+        with torch.no_grad():
+            if torch.equal(heights, state.model(Y)):
+                current = first
     while loop.running:
         if current is None:
             current = _newton.pass_at(state, X, w, Y, nu)

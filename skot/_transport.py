@@ -22,9 +22,12 @@ from sklearn.utils.validation import check_is_fitted
 from . import _solver, _stream
 from ._atoms import SourceAtoms, StopAtFloor
 from ._cells import FittedCellsMixin
-from ._potentials import HEIGHT_KINDS, carry_over_heights, initial_height_model
+from ._potentials import HEIGHT_KINDS, initial_height_model
+from ._reuse import carry_over_heights, heights_for
 from ._snapshot import state_from_dict, state_to_dict
 from ._validation import (
+    _check_array_named,
+    _check_target_ids,
     _check_weights,
     check_hidden_layer_sizes,
     check_range,
@@ -52,10 +55,14 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
 
     Parameters
     ----------
-    height : {"network", "vector", "residual"}, default="network"
-        Height parameterisation: ``"network"`` (``h_j = f_theta(y_j)``, OT-Net), ``"vector"``
-        (one free height per target point, the classic solver) or ``"residual"`` (network plus
-        a free residual per point: the network's generalisation, the vector's precision).
+    height : {"residual", "network", "vector"}, default="residual"
+        Height parameterisation. ``"residual"``: OT-Net's network plus a free residual per
+        point, ``h_j = f_theta(y_j) + r_j``; where Newton steps apply the residuals are solved
+        as free heights (the fastest exact solver) and the network then learns the smooth dual
+        potential from them in closed form, so new or moved target points get their heights
+        from it at once (:meth:`predict_heights`, warm starts). ``"network"``:
+        ``h_j = f_theta(y_j)`` alone, trained by Adam (OT-Net as published). ``"vector"``: one
+        free height per point, no network (the classic solver).
     hidden_layer_sizes : tuple of int, default=(256, 256)
         Widths of the height network's hidden layers (positive integers; validated whatever
         ``height``, as scikit-learn's MLP does).
@@ -63,6 +70,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         Random Fourier features of the network input, with frequencies of standard deviation
         ``fourier_scale / s`` where ``s`` is the typical spacing between target points. Lets
         the network follow heights that vary from one target to the next. ``0`` disables them.
+        For ``"residual"`` heights this is the highest frequency: the network's fit to the
+        trained heights picks a fraction of it (down to 1/40) by cross-validation.
     init : {"gaussian", "voronoi"}, default="gaussian"
         Starting map. ``"gaussian"`` starts from the optimal affine map between Gaussians with
         the means and covariances of source and target (closed form), so that large shifts and
@@ -75,8 +84,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         the sample plus a sparse linear solve, and a few tens of steps reach ``tol``.
         ``"auto"``: Newton steps wherever they apply, once the batch is the whole sample, if
         there are at least 10 samples per target point (with fewer, the problem is nearly a
-        discrete assignment and Adam steps do better); ``"vector"`` heights, and warm starts
-        on a changed target, start there when the sample has at most 10^6 points.
+        discrete assignment and Adam steps do better); free heights start there when the
+        sample has at most 10^6 points.
         ``partial_fit`` always takes Adam steps (its batches are parts of a stream, not the
         whole sample).
     max_iter : int, default=2000
@@ -222,7 +231,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
 
     def __init__(
         self,
-        height="network",
+        height="residual",
         hidden_layer_sizes=(256, 256),
         fourier_scale=0.2,
         init="gaussian",
@@ -454,10 +463,10 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             raise
         if incremental and not one_pass:
             _stream.stop_stream(self._state)  # a fit continues from the map the stream used
-        changed = incremental and Y is not None and self._change_target(Y, nu, ids)
+        new_points = self._change_target(Y, nu, ids) if incremental and Y is not None else None
         problem = self._problem(X, mu)
-        if changed:
-            _solver.restart_schedule(self._state, problem, config)
+        if new_points is not None:
+            _solver.restart_schedule(self._state, problem, config, new_points)
         if one_pass:
             max_steps = -(-X.shape[0] // self.batch_size)  # the batches of one pass
         callbacks = list(self.callbacks or [])
@@ -565,36 +574,42 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self._target_t = self._to_tensor(Y)
         self._nu_t = torch.as_tensor(nu, dtype=_DTYPE, device=self.device_)
 
-    def _change_target(self, Y, nu, ids) -> bool:
-        """Start from the trained heights on a changed target; return whether it changed.
+    def _change_target(self, Y, nu, ids) -> torch.Tensor | None:
+        """Start from the trained heights on a changed target; return the mask of its points
+        that have no previous point (``None`` when the target did not change).
 
         The network part carries over as it is. With per-point residuals (vector and residual
         heights), a point matched to a previous point (by id when both calls gave
         ``target_ids``, else by exact coordinates) starts from its trained height, moved to
         first order if the point moved; the others start from their nearest previous points'
-        first-order expansions (:func:`~._potentials.carry_over_heights`).
+        first-order expansions (:func:`~._reuse.carry_over_heights`).
         """
         same_points = np.array_equal(Y, self.target_)
         if same_points and np.array_equal(nu, self.target_weight_):
             self._target_ids = ids if ids is not None else self._target_ids
-            return False
+            return None
         _stream.stop_stream(self._state)  # a new problem: a new stream
         model = self._state.model
+        rows = self._match_rows(Y, ids)
         if getattr(model, "residual", None) is not None and not same_points:
-            if ids is not None and self._target_ids is not None:
-                old = {key: i for i, key in enumerate(self._target_ids.tolist())}
-                keys = ids.tolist()
-            else:
-                old = {row.tobytes(): i for i, row in enumerate(self.target_)}
-                keys = [row.tobytes() for row in Y]
-            rows = torch.as_tensor([old.get(key, -1) for key in keys], device=self.device_)
             # The height function's gradient at a target point is minus its cell's barycentre.
             carry_over_heights(
                 model, self._target_t, -self._barycenters_t, self._to_tensor(Y), rows
             )
             self._state.optimizer = _solver.make_optimizer(model, self._config())
         self._set_target(Y, nu, ids)
-        return True
+        return rows < 0
+
+    def _match_rows(self, Y, ids=None) -> torch.Tensor:
+        """Index in ``target_`` of each row of ``Y`` (``-1``: none), by id when ``ids`` and the
+        fitted target's ids are both known, else by exact coordinates."""
+        if ids is not None and self._target_ids is not None:
+            old = {key: i for i, key in enumerate(self._target_ids.tolist())}
+            keys = ids.tolist()
+        else:
+            old = {row.tobytes(): i for i, row in enumerate(self.target_)}
+            keys = [row.tobytes() for row in np.asarray(Y, dtype=self.target_.dtype)]
+        return torch.as_tensor([old.get(key, -1) for key in keys], device=self.device_)
 
     def _to_tensor(self, A, device=None) -> torch.Tensor:
         """Standardise (in float64, row chunk by row chunk) into one float32 tensor on the
@@ -629,9 +644,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         occupied = occupied.cpu().numpy()
         self.barycenters_ = self.target_.copy()  # an empty cell's barycentre: its point
         self.barycenters_[occupied] = bary[occupied].cpu().numpy() * self.scale_ + self.center_
-        # Heights in the input's units: <x, y> + H = s^2 (<x', y'> + h') + terms without j.
-        H = self.scale_**2 * result.heights.double().cpu().numpy() - self.target_ @ self.center_
-        self.heights_ = H - self.target_weight_ @ H
+        self.heights_ = self._input_heights(self._heights_t.double().cpu().numpy(), self.target_)
         self.marginal_error_ = result.error
         self.converged_ = result.converged
         self.loss_curve_ = list(state.energies)
@@ -692,6 +705,71 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         check_is_fitted(self)
         X = self._validate_X(X)
         return self._assign(X)
+
+    def predict_heights(self, X_target, target_ids=None) -> np.ndarray:
+        """Heights the trained model gives the points ``X_target``, at once (no fitting).
+
+        OT-Net's "at once": a point of the fitted target (matched by id when both this call
+        and the fit gave ``target_ids``, else by exact coordinates) keeps its trained height,
+        moved to first order if it moved; a new point gets the network's height (the smooth
+        dual potential learnt from the trained heights) or, without a network
+        (``height="vector"``), its nearest trained points' first-order expansions. These are
+        the heights a warm start (``warm_start=True`` or :meth:`partial_fit`) on a changed
+        ``X_target`` starts from, before its new points are fitted to their target mass.
+
+        Parameters
+        ----------
+        X_target : array-like of shape (n_targets, n_features)
+            Target points.
+        target_ids : array-like of shape (n_targets,), default=None
+            Their identifiers, as in :meth:`fit`.
+
+        Returns
+        -------
+        heights : ndarray of shape (n_targets,)
+            Heights in the input's units, with the constant of ``heights_``:
+            ``predict_heights(target_)`` equals ``heights_``, and the power diagram of
+            ``X_target`` with these heights is the map a warm start begins with.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skot import OTNetTransport
+        >>> rng = np.random.default_rng(0)
+        >>> X, Y = rng.normal(size=(5000, 2)), rng.normal(size=(50, 2))
+        >>> ot = OTNetTransport(random_state=0).fit(X, X_target=Y)
+        >>> bool(np.allclose(ot.predict_heights(Y), ot.heights_, atol=1e-4))
+        True
+        >>> ot.predict_heights(rng.normal(size=(3, 2))).shape
+        (3,)
+        """
+        check_is_fitted(self)
+        Y = _check_array_named(X_target, "X_target", dtype=[np.float64, np.float32])
+        if Y.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X_target has {Y.shape[1]} features, but OTNetTransport is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
+        ids = None if target_ids is None else _check_target_ids(target_ids, Y.shape[0])
+        Yt = self._to_tensor(Y)
+        h = heights_for(
+            self._state.model,
+            self._target_t,
+            -self._barycenters_t,
+            Yt,
+            self._match_rows(Y, ids),
+            h_old=self._heights_t,
+        )
+        return self._input_heights(h.double().cpu().numpy(), Y)
+
+    def _input_heights(self, h: np.ndarray, Y: np.ndarray) -> np.ndarray:
+        """Standardised heights ``h`` of the points ``Y`` in the input's units, with the
+        constant of ``heights_``: ``<x, y> + H = s^2 (<x', y'> + h) + terms without y``."""
+        H_fit = (
+            self.scale_**2 * self._heights_t.double().cpu().numpy() - self.target_ @ self.center_
+        )
+        return self.scale_**2 * h - Y @ self.center_ - self.target_weight_ @ H_fit
 
     def inverse_transform(self, X):
         """Map target-space points back to the barycentres of their cells.

@@ -183,7 +183,7 @@ def test_callback_sees_every_evaluation_and_can_stop():
 
 def test_state_round_trip_preserves_training(device):
     problem = _problem(device)
-    config = _solver.SolverConfig(batch_size=256, tol=1e-3)
+    config = _solver.SolverConfig(batch_size=256, tol=1e-3, solver="adam")
 
     def fresh():
         model = make_height_model(
