@@ -180,9 +180,19 @@ def strict_duals(
         The margin reached (``0.0`` when none settles).
     """
     v = np.asarray(v, dtype=np.float64)
+    n = C.shape[0]
     scale = float(C.mean()) or 1.0
-    for margin in scale * 10.0 ** -np.arange(3, 8):
-        ii, kk, slack = _close_pairs(C, sigma, v, 16 * margin)
+    margins = scale * 10.0 ** -np.arange(3, 8)
+    # One pass collects the pairs near a tie for the largest margin (or the largest margin
+    # whose pairs stay few); smaller margins take a subset.
+    all_ii, all_kk, all_slack = _close_pairs(C, sigma, v, 16 * margins[0])
+    while all_ii.size > 64 * n and margins.size > 1:
+        margins = margins[1:]
+        keep = all_slack < 16 * margins[0]
+        all_ii, all_kk, all_slack = all_ii[keep], all_kk[keep], all_slack[keep]
+    for margin in margins:
+        keep = all_slack < 16 * margin
+        ii, kk, slack = all_ii[keep], all_kk[keep], all_slack[keep]
         low = v.copy()
         for _ in range(4):  # extensions by the pairs the full pass finds violated
             weight = slack + v[kk] - v[sigma[ii]] - margin  # v_k <= v_sigma(i) + weight
