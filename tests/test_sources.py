@@ -27,6 +27,7 @@ def test_a_sampler_fit_respects_max_samples_and_is_seeded(rng):
     ot.fit_stream(sampler, X_target=Y, batch_size=1000, max_samples=4500)
     assert asked == [1000, 1000, 1000, 1000, 500]
     assert ot.n_samples_seen_ == 4500
+    assert ot._state.stream_buffer.n_solved == 4500  # the last batch solved every row
     again = OTNetTransport(height="vector", random_state=0)
     again.fit_stream(normal, X_target=Y, batch_size=1000, max_samples=4500)
     np.testing.assert_array_equal(again.heights_, ot.heights_)
