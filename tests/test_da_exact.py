@@ -184,3 +184,9 @@ def test_grid_search_at_defaults_is_silent(routing):
         warnings.simplefilter("error")
         search.fit(Xs, ys, X_target=Xt)
     assert search.best_params_["otnetadapter__strength"] in (0.0, 1.0)
+
+
+def test_adapter_refuses_target_rows_as_y():
+    X, Y = _samples(10, 10)
+    with pytest.raises(ValueError, match="X_target=X_target"):
+        OTNetAdapter().fit(X, Y)

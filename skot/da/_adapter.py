@@ -187,10 +187,10 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``"estimate"``: the proportions that bring the class-reweighted source closest to the
         target in transport cost, allowing for a location-scale shift of the whole target (see
         Notes); source rows of class ``k`` then weigh ``pi_k / n_k``. A dict ``{class:
-        proportion}`` gives known proportions (positive, normalised here). With unequal
-        weights the default transport stops 5% above the rounding floor of the cell counts, or
-        after 300 steps, without a retry; ``direction="barycentric"`` suits weighted source
-        rows best (see the user guide).
+        proportion}`` gives known proportions (positive, normalised here). Unequal
+        weights need POT for the exact coupling; the semi-discrete fallback stops 5% above the
+        rounding floor of the cell counts, or after 300 steps, without a retry (see the user
+        guide).
     strength : float in [0, 1], default=1.0
         How far the source rows move towards their images: a source row ``x`` with image
         ``T(x)`` becomes ``x + strength * (T(x) - x)``. ``1`` is the full transport, ``0`` no

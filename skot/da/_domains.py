@@ -44,6 +44,8 @@ def _split_domains(X, y, X_target, sample_domain):
         ys = None if y is None else _check_labels(y, X.shape[0])[source]
         return X[source], ys, X[~source], source
     if X_target is None:
+        if y is not None:
+            _check_labels(y, X.shape[0])  # a 2-D y: the target passed in POT's place
         raise ValueError(
             "OTNetAdapter needs unlabelled target data: pass X_target=... to fit (in a Pipeline "
             "or GridSearchCV, enable metadata routing with "
@@ -56,6 +58,11 @@ def _split_domains(X, y, X_target, sample_domain):
 
 def _check_labels(y, n_rows: int) -> np.ndarray:
     y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        raise ValueError(
+            f"y has shape {y.shape}: y holds the source labels; pass the target rows as "
+            "fit(X, y, X_target=X_target) (POT's fit(Xs, ys, Xt) order does not apply)"
+        )
     if y.ndim != 1 or y.shape[0] != n_rows:
         raise ValueError(
             f"y must be 1-dimensional with one label per row of X ({n_rows}), got shape {y.shape}"
