@@ -3,8 +3,8 @@
 OT-Net's reuse: :func:`distill` fits the network of a residual model to its converged heights
 (the smooth dual potential ``h(y)``), :func:`heights_for` continues the heights to moved and
 new target points, :func:`carry_over_heights` writes them into the model's residual, and
-:func:`insert_points` corrects the heights of new points with one pass over the source so that
-each new cell starts with its target mass.
+:func:`warm_start_heights` corrects them with passes over the source: new points placed so that
+each new cell starts with its target mass, then one Jacobi sweep over every cell.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ __all__ = [
     "distill",
     "heights_for",
     "insert_points",
+    "refit_cells",
     "transfer_heights",
+    "warm_start_heights",
 ]
 
 
@@ -207,4 +209,87 @@ def insert_points(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, new: T
     after = (last + 1).clamp_max(k - 1)
     # Between the last row that enters and the first that does not.
     out[new] = -0.5 * (gain.gather(1, last[:, None]) + gain.gather(1, after[:, None])).squeeze(1)
+    return out
+
+
+def warm_start_heights(
+    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, new: Tensor
+) -> Tensor:
+    """The heights a warm start on a changed problem begins its Newton steps from.
+
+    The new points (``new``, a boolean mask) are placed first (:func:`insert_points`); then one
+    Jacobi sweep (:func:`refit_cells`) gives every cell the height at which it would hold its
+    target mass with the others fixed: the changes (points removed, added, moved, reweighted)
+    are spread to their neighbours before the first Newton step. Three passes over ``X``.
+    """
+    h = insert_points(X, w, Y, h, nu, new)
+    return refit_cells(X, w, Y, h, nu, torch.arange(Y.shape[0], device=Y.device))
+
+
+def _quantile_drop(gain: Tensor, weight: Tensor, need: Tensor) -> Tensor:
+    """Per row of ``gain`` (sorted in decreasing order), the value between the last entry
+    whose cumulative ``weight`` is below ``need`` and the next one (the height threshold at
+    which exactly the entries up to it are in)."""
+    k = gain.shape[1]
+    reached = weight.double().cumsum(dim=1) >= need.double()[:, None]
+    last = torch.where(reached.any(dim=1), reached.double().argmax(dim=1), k - 1)
+    after = (last + 1).clamp_max(k - 1)
+    at, following = gain.gather(1, last[:, None]), gain.gather(1, after[:, None])
+    # Padding or rows already in (infinite): the last entry itself.
+    return torch.where(torch.isfinite(following), 0.5 * (at + following), at).squeeze(1)
+
+
+@torch.no_grad()
+def refit_cells(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, cells: Tensor) -> Tensor:
+    """One Jacobi sweep over the points ``cells`` (indices): each gets the height at which its
+    cell holds its target mass, the other heights as they are.
+
+    A cell with too much weight keeps the rows that beat their second-best cell by the most
+    (its height drops by the gap of the last one kept); a cell with too little takes the
+    outside rows that come closest to entering it. One top-2 pass over all points, one pass
+    of the deficient cells over the rows.
+    """
+    vals, idx = PowerCells(Y, h).top_k(X, 2)
+    gap = vals[:, 0] - vals[:, 1]
+    out = h.clone()
+    mass = torch.zeros(Y.shape[0], dtype=torch.float64, device=X.device)
+    mass.index_add_(0, idx[:, 0], w.double())
+    surplus = cells[mass[cells] > nu[cells].double()]
+    deficit = cells[mass[cells] < nu[cells].double()]
+    if surplus.numel():
+        slot = torch.full((Y.shape[0],), -1, dtype=torch.long, device=X.device)
+        slot[surplus] = torch.arange(surplus.numel(), device=X.device)
+        rows = (slot[idx[:, 0]] >= 0).nonzero().squeeze(1)
+        owner = slot[idx[rows, 0]]
+        # The rows of the surplus cells, cell by cell, each cell's by decreasing gap.
+        order = torch.argsort(gap[rows], descending=True, stable=True)
+        rows, owner = rows[order], owner[order]
+        order = torch.argsort(owner, stable=True)
+        rows, owner = rows[order], owner[order]
+        # The first row of each cell's run whose cumulative weight reaches the cell's target.
+        cum = w[rows].double().cumsum(0)
+        count = torch.bincount(owner, minlength=surplus.numel())
+        end = torch.cumsum(count, 0)
+        before = torch.where(end - count > 0, cum[(end - count - 1).clamp_min(0)], 0.0)
+        reached = (cum - before[owner]) >= nu[surplus].double()[owner]
+        pos = torch.arange(rows.numel(), device=X.device)
+        first = torch.full((surplus.numel(),), rows.numel(), device=X.device, dtype=torch.long)
+        first.scatter_reduce_(0, owner[reached], pos[reached], reduce="amin")
+        first = torch.minimum(first, end - 1)
+        at = gap[rows[first]]
+        nxt = (first + 1).clamp_max(rows.numel() - 1)
+        following = torch.where(nxt < end, gap[rows[nxt]], at)
+        out[surplus] = h[surplus] - 0.5 * (at + following)
+    if deficit.numel():
+        held = torch.bincount(idx[:, 0], minlength=Y.shape[0])[deficit]
+        positive = w[w > 0]
+        extra = math.ceil(float((nu[deficit] - mass[deficit]).max()) / float(positive.min()))
+        k = int(min(X.shape[0], int(held.max()) + extra + 1))
+        # Largest <x, y_j> - u(x): the rows in the cell first (at -h_j), then the others.
+        gain, rows = PowerCells(X, -vals[:, 0]).top_k(Y[deficit], k)
+        inside = idx[rows, 0] == deficit[:, None]
+        weight = torch.where(inside, torch.zeros_like(gain), w[rows])
+        gain = torch.where(inside, gain.new_full((), math.inf), gain)
+        need = (nu[deficit] - mass[deficit]).to(w.dtype)
+        out[deficit] = -_quantile_drop(gain, weight, need)
     return out

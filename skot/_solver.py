@@ -28,7 +28,7 @@ from torch import Tensor
 from . import _newton
 from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
-from ._reuse import distill, insert_points
+from ._reuse import distill, warm_start_heights
 
 __all__ = [
     "NEWTON_MIN_SAMPLES_PER_TARGET",
@@ -235,9 +235,9 @@ def restart_schedule(
 ) -> float:
     """Resume the schedule for a changed problem; return its current marginal error.
 
-    ``new_points`` (a boolean mask over the targets) marks points without trained heights:
-    with free heights, each first gets the height at which its cell holds its target mass
-    against the others (:func:`._reuse.insert_points`). The error is then measured over the
+    ``new_points`` (a boolean mask over the targets) marks points without trained heights;
+    with free heights and an empirical source the heights are then corrected by passes over the
+    sample (:func:`._reuse.warm_start_heights`). The error is then measured over the
     problem's sample, by the pass the first Newton step starts from where Newton steps start at
     once. The batch size, step sizes and Newton temperature are taken from the first evaluation
     of the previous run that had reached that error: a warm start close to the solution skips
@@ -249,8 +249,8 @@ def restart_schedule(
     with torch.no_grad():
         h = model(Y)
         if new_points is not None and hasattr(model, "residual") and problem.is_empirical:
-            inserted = insert_points(X, w, Y, h, nu, new_points)
-            model.residual += (inserted - h).to(model.residual.dtype)
+            warm = warm_start_heights(X, w, Y, h, nu, new_points)
+            model.residual += (warm - h).to(model.residual.dtype)
             h = model(Y)
     newton = _uses_newton(model, problem, config) and _starts_exact(state, problem, config)
     if newton:

@@ -191,3 +191,120 @@ def test_streaming_partial_fit_matches_fit(height):
     assert abs(stream.score(X_new)) <= 0.03  # fresh-sample TV of the streamed map
     agreement = np.mean(stream.predict_index(X_new) == full.predict_index(X_new))
     assert agreement >= 0.95
+
+
+# ------------------------------------------------- the model's heights, at once
+def _tv_of_heights(X, Y, H, nu=None):
+    """Marginal error of the map ``argmax_j <x, y_j> + H_j`` on the rows of ``X`` (NumPy)."""
+    cells = np.argmax(X @ Y.T + H, axis=1)
+    masses = np.bincount(cells, minlength=Y.shape[0]) / X.shape[0]
+    nu = np.full(Y.shape[0], 1 / Y.shape[0]) if nu is None else nu
+    return 0.5 * np.abs(masses - nu).sum()
+
+
+def _changed(rng, Y, share):
+    """``Y`` with its first ``share`` of rows replaced by fresh draws, and ids for both."""
+    k = int(share * Y.shape[0])
+    Y2 = Y.copy()
+    Y2[:k] = rng.normal(size=(k, Y.shape[1])) * 0.8 + 0.3
+    ids = np.arange(Y.shape[0])
+    new_ids = ids.copy()
+    new_ids[:k] += Y.shape[0]
+    return Y2, ids, new_ids
+
+
+def test_network_heights_on_new_points_beat_the_nearest_point_transfer():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 8))
+    Y = rng.normal(size=(200, 8)) * 0.8 + 0.3
+    Y2, ids, new_ids = _changed(rng, Y, 0.1)
+    tv = {}
+    for height in ("residual", "vector"):  # the network's heights / the neighbours' expansions
+        ot = OTNetTransport(height=height, random_state=0).fit(X, X_target=Y, target_ids=ids)
+        assert ot.converged_
+        tv[height] = _tv_of_heights(X, Y2, ot.predict_heights(Y2, target_ids=new_ids))
+    assert tv["residual"] < 0.5 * tv["vector"]
+
+
+@pytest.mark.parametrize("height", ["residual", "vector", "network"])
+def test_predict_heights_on_the_training_targets_are_the_heights(height):
+    _, X, Y = _data()
+    ot = OTNetTransport(height=height, random_state=0, **SMALL_NET).fit(X, X_target=Y)
+    np.testing.assert_allclose(ot.predict_heights(Y), ot.heights_, atol=1e-6)
+    restored = pickle.loads(pickle.dumps(ot))
+    Z = np.random.default_rng(1).uniform(-2, 2, size=(7, 2))
+    np.testing.assert_array_equal(restored.predict_heights(Z), ot.predict_heights(Z))
+    np.testing.assert_array_equal(restored.predict_heights(Y), ot.predict_heights(Y))
+
+
+def test_predict_heights_follow_ids_and_check_their_input():
+    _, X, Y = _data()
+    ids = np.arange(30)
+    ot = OTNetTransport(random_state=0).fit(X, X_target=Y, target_ids=ids)
+    perm = np.random.default_rng(0).permutation(30)
+    np.testing.assert_allclose(ot.predict_heights(Y[perm], ids[perm]), ot.heights_[perm])
+    with pytest.raises(ValueError, match="X_target has 3 features"):
+        ot.predict_heights(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="X_target"):
+        ot.predict_heights([[np.nan, 0.0]])
+    with pytest.raises(ValueError, match="target_ids"):
+        ot.predict_heights(Y, ids[:5])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        OTNetTransport().predict_heights(Y)
+
+
+def test_distilled_network_keeps_the_map_and_learns_the_smooth_part():
+    from skot._potentials import make_height_model
+    from skot._reuse import distill
+
+    gen = torch.Generator().manual_seed(0)
+    Y = torch.rand(300, 2, generator=gen, dtype=torch.float32) * 4 - 2
+    smooth = torch.sin(Y[:, 0]) + 0.5 * Y[:, 1] ** 2
+    noise = 0.05 * torch.randn(300, generator=gen)
+    model = make_height_model("residual", 2, 300, (64, 64), frequency=2.0, generator=gen)
+    with torch.no_grad():
+        model.residual.copy_(smooth + noise)
+        before = model(Y).clone()
+    distill(model, Y, gen)
+    with torch.no_grad():
+        torch.testing.assert_close(model(Y), before, atol=1e-5, rtol=0)
+        Z = torch.rand(200, 2, generator=gen) * 4 - 2
+        truth = torch.sin(Z[:, 0]) + 0.5 * Z[:, 1] ** 2
+        error = (model.net(Z) - truth).abs().mean()
+    assert error < 0.1 * truth.abs().mean()
+
+
+def test_inserted_points_hold_their_mass_against_the_others(device):
+    from skot._reuse import insert_points
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(4000, 2, generator=gen).to(device)
+    Y = torch.randn(20, 2, generator=gen).to(device)
+    h = -0.5 * (Y**2).sum(1)
+    w = torch.full((4000,), 1 / 4000, device=device)
+    nu = torch.full((20,), 1 / 20, device=device)
+    new = torch.zeros(20, dtype=torch.bool, device=device)
+    new[[3, 11]] = True
+    out = insert_points(X, w, Y, h, nu, new)
+    assert torch.equal(out[~new], h[~new])
+    old_best = (X @ Y[~new].T + h[~new]).max(dim=1).values
+    for j in (3, 11):
+        mass = float(w[(X @ Y[j] + out[j]) > old_best].sum())  # alone among the old points
+        assert abs(mass - 1 / 20) <= 1.5 / 4000
+
+
+@pytest.mark.parametrize("change", [0.1, 0.5])
+def test_warm_start_ends_no_worse_than_it_starts_and_beats_a_cold_start(change):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 2))
+    Y = rng.normal(size=(150, 2)) * 0.8 + 0.3
+    Y2, ids, new_ids = _changed(rng, Y, change)
+    ot = OTNetTransport(random_state=0, warm_start=True).fit(X, X_target=Y, target_ids=ids)
+    n_before = len(ot.marginal_error_curve_)
+    ot.fit(X, X_target=Y2, target_ids=new_ids)
+    errors = [e for _, e in ot.marginal_error_curve_[n_before:]]
+    assert ot.converged_ and ot.marginal_error_ <= errors[0]
+    cold = OTNetTransport(random_state=0).fit(X, X_target=Y2)
+    assert errors[0] < cold.marginal_error_curve_[0][1]
