@@ -21,5 +21,7 @@ BENCHMARKS = (
     "generation",
     "color_transfer",
     "stream",
+    "stream_peers",
     "fit_speed",
+    "da",
 )

@@ -195,14 +195,18 @@ def strict_duals(
         ii, kk, slack = all_ii[keep], all_kk[keep], all_slack[keep]
         low = v.copy()
         for _ in range(4):  # extensions by the pairs the full pass finds violated
+            order = np.argsort(kk, kind="stable")
+            ii, kk, slack = ii[order], kk[order], slack[order]
             weight = slack + v[kk] - v[sigma[ii]] - margin  # v_k <= v_sigma(i) + weight
+            heads = np.flatnonzero(np.r_[True, kk[1:] != kk[:-1]]) if kk.size else kk
+            cols, from_col = kk[heads], sigma[ii]
             settled = ii.size == 0
             for _ in range(max_rounds):
                 if settled:
                     break
-                bound = np.full(v.shape[0], np.inf)
-                np.minimum.at(bound, kk, low[sigma[ii]] + weight)
-                new = np.minimum(low, bound)
+                bound = np.minimum.reduceat(low[from_col] + weight, heads)
+                new = low.copy()
+                new[cols] = np.minimum(low[cols], bound)
                 settled = np.array_equal(new, low)
                 low = new
             if not settled:
@@ -274,35 +278,28 @@ def entropic_plan(
     a: np.ndarray,
     b: np.ndarray,
     reg: float,
+    u: np.ndarray,
+    v: np.ndarray,
     *,
-    max_iter: int = 2000,
-    tol: float = 1e-6,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
 ) -> np.ndarray:
-    """Entropic coupling ``argmin <P, C> - reg * H(P)`` with marginals ``a``, ``b`` (Sinkhorn's
-    scaling iterations, in the log domain when ``C / reg`` would underflow ``exp``).
+    """Entropic coupling ``argmin <P, C> - reg * H(P)`` with marginals ``a``, ``b``, by
+    Sinkhorn's scaling iterations on the kernel ``exp(-(C_ij - u_i - v_j) / reg)``.
 
-    Stops when the total variation of the row marginals to ``a`` is at most ``tol`` (the
-    column marginals are exact after every iteration).
+    ``u``, ``v`` are exact duals of the same cost (``u_i + v_j <= C_ij``, tight on the exact
+    coupling's support): the reduced cost is non-negative and zero somewhere in every row and
+    column, so the kernel never underflows to a zero row or column, whatever ``reg``
+    (the stabilisation by absorbed potentials). Stops when the total variation of the row
+    marginals to ``a`` is at most ``tol`` (the column marginals are exact after every
+    iteration).
     """
-    from scipy.special import logsumexp
-
-    shifted = (C - C.min()) / reg
-    log_a, log_b = np.log(a), np.log(b)
-    if shifted.max() < 600:
-        K = np.exp(-shifted)
-        r = np.ones_like(a)
-        for _ in range(max_iter):
-            c = b / (K.T @ r)
-            row = r * (K @ c)
-            if 0.5 * np.abs(row - a).sum() <= tol:
-                break
-            r = a / (K @ c)
-        return (r[:, None] * K) * c[None, :]
-    f, g = np.zeros_like(a), np.zeros_like(b)
+    K = np.exp(-np.maximum(C - u[:, None] - v[None, :], 0.0) / reg)
+    r = np.ones_like(a)
     for _ in range(max_iter):
-        g = log_b - logsumexp(f[:, None] - shifted, axis=0)
-        row = np.exp(f + logsumexp(g[None, :] - shifted, axis=1))
-        if 0.5 * np.abs(row - a).sum() <= tol:
+        c = b / (K.T @ r)
+        Kc = K @ c
+        if 0.5 * np.abs(r * Kc - a).sum() <= tol:
             break
-        f = log_a - logsumexp(g[None, :] - shifted, axis=1)
-    return np.exp(f[:, None] + g[None, :] - shifted)
+        r = a / Kc
+    return (r[:, None] * K) * c[None, :]

@@ -444,7 +444,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.transport_ = self._transport_from_plan(plan, As, At, a, b, u, v)
         if self.smoothing > 0 and self.direction == "barycentric":
             C = squared_distances(As, At)
-            plan = entropic_plan(C, a, b, self.smoothing * float(C.mean()))
+            plan = entropic_plan(C, a, b, self.smoothing * float(C.mean()), u, v)
             moved = (plan @ At[:, : Xs64.shape[1]]) / plan.sum(axis=1, keepdims=True)
         if self.direction == "forward":
             moved = np.asarray(self.transport_.transform(As), dtype=np.float64)[:, : Xs64.shape[1]]
