@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._solver import ScheduleEntry, SolverConfig, SolverState, make_optimizer
+from ._stream import buffer_from_snapshot, buffer_snapshot
 
 __all__ = ["state_from_dict", "state_to_dict"]
 
@@ -57,6 +58,7 @@ def state_to_dict(state: SolverState) -> dict:
         "average": _to_device(state.average, "cpu"),
         "seen_masses": _to_device(state.seen_masses, "cpu"),
         "seen_sums": _to_device(state.seen_sums, "cpu"),
+        "stream_buffer": buffer_snapshot(state),
     }
 
 
@@ -90,6 +92,7 @@ def state_from_dict(snapshot: dict, device: torch.device) -> SolverState:
     state.eval_weight = _to_device(snapshot["eval_weight"], device)
     for key in ("average", "seen_masses", "seen_sums"):
         setattr(state, key, _to_device(snapshot.get(key), device))
+    buffer_from_snapshot(state, snapshot.get("stream_buffer"), device)
     return state
 
 

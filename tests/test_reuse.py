@@ -54,12 +54,12 @@ def test_auto_takes_newton_steps_with_ten_samples_per_target(n, newton):
     assert (ot._state.temperature is not None) == newton
 
 
-def test_partial_fit_takes_monte_carlo_steps_only():
+def test_partial_fit_solves_by_newton_steps_once_enough_rows_are_kept():
     _, X, Y = _data()
     ot = OTNetTransport(height="vector", solver="auto", batch_size=4096, random_state=0)
-    ot.partial_fit(X[:1000], X_target=Y)  # the batch covers the chunk: still not Newton
+    ot.partial_fit(X[:200], X_target=Y)  # under 10 rows per target: Adam steps
     assert ot._state.temperature is None
-    ot.fit(X, X_target=Y)
+    ot.partial_fit(X[200:1000])  # the kept rows are enough: Newton steps on them
     assert ot._state.temperature is not None
 
 

@@ -195,7 +195,9 @@ def test_convergence_warning_and_curves(rng):
 def test_partial_fit_continues_and_never_reinitialises(rng):
     X = rng.normal(size=(4000, 2))
     Y = rng.normal(size=(30, 2))
-    ot = OTNetTransport(height="vector", batch_size=1000, random_state=0)
+    # A network: Adam steps, one per batch of the chunk (free heights solve their buffered
+    # rows by Newton steps instead, see test_stream).
+    ot = OTNetTransport(height="network", batch_size=1000, random_state=0, **SMALL_NET)
     ot.partial_fit(X, X_target=Y)
     assert ot.n_iter_ == 4
     errors = [ot.marginal_error_]
