@@ -170,8 +170,8 @@ class PowerCells:
 
     @torch.no_grad()
     def top_k(self, X: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """The ``k`` largest scores of every row, in decreasing order, and their cells
-        (``k`` is capped at the number of cells)."""
+        """The ``k`` largest scores of every row, in decreasing order (tied ones: the lower
+        cell first), and their cells (``k`` is capped at the number of cells)."""
         n, m = X.shape[0], self.n_cells
         k = min(k, m)
         vals = X.new_empty(n, k)
@@ -190,7 +190,8 @@ class PowerCells:
                 best_v, best_i = v, i
             vals[r0 : r0 + rows] = best_v
             idx[r0 : r0 + rows] = best_i
-        return vals, idx
+        # torch.topk orders tied scores arbitrarily: the lower cell first, as in assign.
+        return _best(*_by_cell(vals, idx), k)
 
     @torch.no_grad()
     def scores_at(self, X: Tensor, index: Tensor) -> Tensor:

@@ -241,3 +241,14 @@ def test_candidate_passes_match_random_problems(device, dtype):
         assert torch.equal(idx[:, 0], ref_idx[:, 0])
         assert torch.equal(idx.sort(1).values, ref_idx.sort(1).values)
     assert candidates.n_scores < X.shape[0] * 600 // 2
+
+
+def test_top_k_puts_the_lower_cell_first_on_ties(device):
+    Y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, -1.0]], device=device)
+    X = torch.tensor([[1.0, 0.0], [2.0, 0.0]], device=device)
+    for order in (torch.arange(5), torch.tensor([3, 1, 0, 2, 4])):
+        cells = PowerCells(Y[order], torch.zeros(5, device=device))
+        tied = [i for i, j in enumerate(order.tolist()) if j in (1, 2, 3)]
+        vals, idx = cells.top_k(X, 3)
+        assert idx.tolist() == [tied, tied]
+        assert cells.top_k(X, 1)[1].tolist() == [[tied[0]]] * 2
