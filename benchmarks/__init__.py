@@ -22,6 +22,7 @@ BENCHMARKS = (
     "color_transfer",
     "stream",
     "stream_peers",
+    "stream_peers",
     "fit_speed",
     "da",
 )
