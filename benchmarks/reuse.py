@@ -1,7 +1,8 @@
 """Reuse: a fitted map on a changed target, warm against cold (issue #14, items 2 and 4).
 
-``python -m benchmarks --full --only reuse`` (or ``python -m benchmarks.reuse [--quick]``);
-``SKOT_REUSE_LARGE=1`` adds the m = 10,000 cases of :data:`LARGE_CASES`.
+``python -m benchmarks --full --only reuse --threads 1`` (or ``python -m benchmarks.reuse
+[--quick]``, one thread); ``SKOT_REUSE_LARGE=1`` adds the m = 10,000 cases of
+:data:`LARGE_CASES` (each about ten times a m = 1,000 case).
 
 For each ``(d, m)`` the base map is fitted once with the defaults and pickled; for each change
 of its target (points replaced, removed, drifted, re-weighted, a sequence of moving frames) the
