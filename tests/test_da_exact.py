@@ -190,3 +190,14 @@ def test_adapter_refuses_target_rows_as_y():
     X, Y = _samples(10, 10)
     with pytest.raises(ValueError, match="X_target=X_target"):
         OTNetAdapter().fit(X, Y)
+
+
+def test_estimated_proportions_without_pot(no_pot):
+    from skot.da._proportions import _estimate_proportions
+
+    rng = np.random.default_rng(0)
+    Xs = np.vstack([rng.normal(size=(60, 2)), rng.normal(size=(60, 2)) + [4.0, 0.0]])
+    ys = np.repeat([0, 1], 60)
+    Xt = np.vstack([rng.normal(size=(80, 2)), rng.normal(size=(20, 2)) + [4.0, 0.0]]) + 1.0
+    pi = _estimate_proportions(Xs, ys, Xt, 2)
+    assert abs(pi[1] - 0.2) < 0.1

@@ -11,6 +11,8 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from .. import _discrete
+from .._discrete import MAX_ENTRIES, exact_plan, squared_distances
 from ._defaults import _default_transport
 
 __all__: list[str] = []
@@ -35,7 +37,8 @@ def _estimate_proportions(
     the whole target is mistaken for a change of class proportions.
 
     The transport runs from the target samples (moved by the inverse of ``s, t``) onto the
-    source points, warm-started between rounds. The derivative of the transport cost with
+    source points: their exact coupling when POT is installed, else the semi-discrete
+    transport warm-started between rounds. The derivative of the transport cost with
     respect to the weight of source point ``i`` is its dual potential
     ``|x_i|^2 / 2 + heights_i``; the proportions take an exponentiated-gradient step on the
     class means of it (normalised to a largest log-change of ``step_size / sqrt(1 + round)``),
@@ -69,21 +72,37 @@ def _estimate_proportions(
     spread_t = float(np.sqrt(((Xt - mean_t) ** 2).sum(axis=1).mean())) or 1.0
     scale, shift = spread_t / spread_s, mean_t - spread_t / spread_s * mean_s
     transport = None
+    exact = _discrete.has_pot() and Xs.shape[0] * Xt.shape[0] <= MAX_ENTRIES
     history = []
     for rnd in range(n_rounds):
         nu = pi[codes] / n_k[codes]
         samples = (Xt - shift) / scale
-        if transport is None:
-            transport = _default_transport(samples, Xs, weights=("targets", nu))
-            # Rough heights suffice: the proportions move anyway.
-            transport.set_params(random_state=0, max_iter=5 * steps_per_round)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            transport.fit(samples, X_target=Xs, target_weight=nu)
-        transport.set_params(warm_start=True, max_iter=steps_per_round)
-        # Identical source rows are merged into one target point: index them back.
-        rows = transport._nearest_target(Xs)
-        potential = 0.5 * (Xs**2).sum(axis=1) + transport.heights_[rows]
+        if exact:
+            # The exact coupling of the target samples with the weighted source points: its
+            # column duals v are the potentials (|x|^2 / 2 + h = v / 2 for the cost |x - y|^2).
+            plan, _, v, _ = exact_plan(
+                squared_distances(samples, Xs),
+                np.full(samples.shape[0], 1 / samples.shape[0]),
+                nu / nu.sum(),
+            )
+            potential = 0.5 * v
+            mass = plan.sum(axis=0)
+            barycenters = np.where(
+                mass[:, None] > 0, plan.T @ samples / np.maximum(mass, 1e-300)[:, None], Xs
+            )
+        else:
+            if transport is None:
+                transport = _default_transport(samples, Xs, weights=("targets", nu))
+                # Rough heights suffice: the proportions move anyway.
+                transport.set_params(random_state=0, max_iter=5 * steps_per_round)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                transport.fit(samples, X_target=Xs, target_weight=nu)
+            transport.set_params(warm_start=True, max_iter=steps_per_round)
+            # Identical source rows are merged into one target point: index them back.
+            rows = transport._nearest_target(Xs)
+            potential = 0.5 * (Xs**2).sum(axis=1) + transport.heights_[rows]
+            barycenters = np.asarray(transport.barycenters_, dtype=np.float64)[rows]
         gradient = np.bincount(codes, weights=potential, minlength=n_classes)[present]
         gradient = gradient / n_k[present]
         centred = gradient - gradient.mean()
@@ -92,7 +111,7 @@ def _estimate_proportions(
         pi /= pi.sum()
         history.append(pi.copy())
         # Location-scale refit: regress the images s * b_i + t of the source points on them.
-        images = scale * np.asarray(transport.barycenters_, dtype=np.float64)[rows] + shift
+        images = scale * barycenters + shift
         w = nu / nu.sum()
         xm, zm = w @ Xs, w @ images
         var = float(w @ ((Xs - xm) ** 2).sum(axis=1))
