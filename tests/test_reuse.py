@@ -5,7 +5,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from sklearn.exceptions import ConvergenceWarning
 
 from skot import OTNetTransport
 from skot._reuse import transfer_heights
@@ -292,6 +291,28 @@ def test_inserted_points_hold_their_mass_against_the_others(device):
     old_best = (X @ Y[~new].T + h[~new]).max(dim=1).values
     for j in (3, 11):
         mass = float(w[(X @ Y[j] + out[j]) > old_best].sum())  # alone among the old points
+        assert abs(mass - 1 / 20) <= 1.5 / 4000
+
+
+def test_a_jacobi_sweep_gives_each_cell_its_mass_against_the_others(device):
+    from skot._reuse import refit_cells
+
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(4000, 2, generator=gen, dtype=torch.float64).to(device)
+    Y = torch.randn(20, 2, generator=gen, dtype=torch.float64).to(device)
+    noise = 0.3 * torch.randn(20, generator=gen, dtype=torch.float64).to(device)
+    h = -0.5 * (Y**2).sum(1) + noise
+    w = torch.full((4000,), 1 / 4000, dtype=torch.float64, device=device)
+    nu = torch.full((20,), 1 / 20, dtype=torch.float64, device=device)
+    swept = torch.tensor([3, 11, 12], device=device)
+    out = refit_cells(X, w, Y, h, nu, swept)
+    untouched = torch.ones(20, dtype=torch.bool, device=device)
+    untouched[swept] = False
+    assert torch.equal(out[untouched], h[untouched])
+    for j in swept.tolist():  # each with the others at their old heights
+        trial = h.clone()
+        trial[j] = out[j]
+        mass = float(w[(X @ Y.T + trial).argmax(dim=1) == j].sum())
         assert abs(mass - 1 / 20) <= 1.5 / 4000
 
 
