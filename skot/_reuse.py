@@ -200,8 +200,7 @@ def insert_points(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, new: T
     u, _ = PowerCells(Y[~new], h[~new]).assign(X)
     Y_new = Y[new]
     # The most rows a cell of weight nu_j can need: its weight over the lightest row.
-    positive = w[w > 0]
-    k = int(min(X.shape[0], math.ceil(float(nu[new].max()) / float(positive.min())) + 1))
+    k = _rows_for(float(nu[new].max()), w)
     gain, rows = PowerCells(X, -u).top_k(Y_new, k)  # largest <x, y_j> - u(x) per new point
     reached = w[rows].double().cumsum(dim=1) >= nu[new].double()[:, None]
     last = torch.where(reached.any(dim=1), reached.double().argmax(dim=1), k - 1)
@@ -224,6 +223,16 @@ def warm_start_heights(
     """
     h = insert_points(X, w, Y, h, nu, new)
     return refit_cells(X, w, Y, h, nu, torch.arange(Y.shape[0], device=Y.device))
+
+
+def _rows_for(mass: float, w: Tensor) -> int:
+    """Rows to look at for a cell to gain ``mass``: enough at the lightest row's weight, but at
+    most four times the count at the mean weight (a few very light rows must not make every
+    cell scan the whole sample; a cell then stops short, and Newton steps finish)."""
+    lightest = float(w[w > 0].min())
+    mean = float(w.sum()) / w.shape[0]
+    rows = min(math.ceil(mass / lightest) + 1, 4 * math.ceil(mass / mean) + 16)
+    return int(min(w.shape[0], rows))
 
 
 def _quantile_drop(gain: Tensor, weight: Tensor, need: Tensor) -> Tensor:
@@ -282,9 +291,8 @@ def refit_cells(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, cells: T
         out[surplus] = h[surplus] - 0.5 * (at + following)
     if deficit.numel():
         held = torch.bincount(idx[:, 0], minlength=Y.shape[0])[deficit]
-        positive = w[w > 0]
-        extra = math.ceil(float((nu[deficit] - mass[deficit]).max()) / float(positive.min()))
-        k = int(min(X.shape[0], int(held.max()) + extra + 1))
+        extra = _rows_for(float((nu[deficit] - mass[deficit]).max()), w)
+        k = int(min(X.shape[0], int(held.max()) + extra))
         # Largest <x, y_j> - u(x): the rows in the cell first (at -h_j), then the others.
         gain, rows = PowerCells(X, -vals[:, 0]).top_k(Y[deficit], k)
         inside = idx[rows, 0] == deficit[:, None]
