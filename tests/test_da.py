@@ -466,7 +466,8 @@ def test_barycentric_images_of_empty_cells_are_transported():
     Xs = rng.normal(size=(40, 2))
     Xt = rng.normal(size=(10, 2)) + [10.0, 0.0]
     # A semi-discrete transport: cells of the target rows on the source points.
-    transport = OTNetTransport(height="vector", random_state=0)
+    # (10 target samples onto 40 points: at least 30 cells are empty, a floor of 0.75.)
+    transport = OTNetTransport(height="vector", tol=0.8, random_state=0)
     adapter = OTNetAdapter(transport, direction="barycentric").fit(Xs, X_target=Xt)
     moved = adapter.X_source_transported_
     assert moved[:, 0].min() >= Xt[:, 0].min() - 1e-4  # barycentres go through float32
