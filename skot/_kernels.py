@@ -191,7 +191,10 @@ class PowerCells:
             vals[r0 : r0 + rows] = best_v
             idx[r0 : r0 + rows] = best_i
         # torch.topk orders tied scores arbitrarily: the lower cell first, as in assign.
-        return _best(*_by_cell(vals, idx), k)
+        for r0 in range(0, n, _SORT_ROWS):
+            v, i = vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS]
+            v[:], i[:] = _best(*_by_cell(v, i), k)
+        return vals, idx
 
     @torch.no_grad()
     def scores_at(self, X: Tensor, index: Tensor) -> Tensor:
@@ -382,7 +385,11 @@ class Candidates:
     def _refresh_all(self, cells: PowerCells) -> None:
         vals, idx = cells.top_k(self.X, self.width)
         self.floor = vals[:, -1].clone()  # each row's width-th score: the others are below
-        self.scores, self.index = _by_cell(vals, idx)
+        for r0 in range(0, vals.shape[0], _SORT_ROWS):
+            v, i = vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS]
+            v[:], i[:] = _by_cell(v, i)
+        self.scores, self.index = vals, idx.to(_index_dtype(cells.n_cells))
+        del idx
         self.reference = torch.zeros(self.X.shape[0], dtype=torch.long, device=self.X.device)
         self.heights = cells.h.clone()[None]
         self.n_full = self.X.shape[0]
@@ -397,8 +404,15 @@ class Candidates:
         n, m = self.X.shape[0], cells.n_cells
         delta = cells.h[None] - self.heights  # (references, m)
         ref = self.reference
-        scores = self.scores + delta.reshape(-1)[(ref * m)[:, None] + self.index]
-        vals, idx = _best(scores, self.index, k)
+        flat = delta.reshape(-1)
+        scores = torch.empty_like(self.scores)
+        vals = scores.new_empty(n, k)
+        idx = torch.empty(n, k, dtype=torch.long, device=scores.device)
+        for r0 in range(0, n, _SORT_ROWS):  # in row chunks: bounded temporaries
+            rows = slice(r0, r0 + _SORT_ROWS)
+            at = (ref[rows] * m)[:, None] + self.index[rows]
+            torch.add(self.scores[rows], flat[at], out=scores[rows])
+            vals[rows], idx[rows] = _best(scores[rows], self.index[rows], k)
         self.n_full = self.n_scores = 0
         if self.width >= m:
             return vals, idx
@@ -422,13 +436,21 @@ class Candidates:
         slot = self._slot(fail[full]) if bool(full.any()) else -1
         if slot is None or int(entering.sum()) > n * m // 2:
             self._refresh_all(cells)  # cheaper than the parts: one pass resets every bound
-            return _best(self.scores, self.index, k)
+            vals, idx = self.scores.new_empty(n, k), idx
+            for r0 in range(0, n, _SORT_ROWS):
+                rows = slice(r0, r0 + _SORT_ROWS)
+                vals[rows], idx[rows] = _best(self.scores[rows], self.index[rows], k)
+            return vals, idx
         if slot >= 0:
             rows = fail[full]
             fv, fi = cells.top_k(self.X[rows], self.width)
             self.floor[rows] = fv[:, -1]
             fv, fi = _by_cell(fv, fi)
-            self.scores[rows], self.index[rows], self.reference[rows] = fv, fi, slot
+            self.scores[rows], self.index[rows], self.reference[rows] = (
+                fv,
+                fi.to(self.index.dtype),
+                slot,
+            )
             self.heights[slot] = cells.h
             vals[rows], idx[rows] = _best(fv, fi, k)
             self.n_full = int(rows.shape[0])
@@ -455,7 +477,7 @@ class Candidates:
             kk = min(k, top)
             pv, pi = sub.top_k(self.X[sub_rows], kk)
             pi = cols[pi]
-            cand = self.index[sub_rows]
+            cand = self.index[sub_rows].long()
             pv = pv.masked_fill((pi[:, :, None] == cand[:, None, :]).any(2), -torch.inf)
             both = _by_cell(torch.cat([scores[sub_rows], pv], 1), torch.cat([cand, pi], 1))
             vals[sub_rows], idx[sub_rows] = _best(*both, k)
@@ -474,6 +496,15 @@ class Candidates:
             self.heights = torch.cat([self.heights, self.heights[:1]])
             return self.heights.shape[0] - 1
         return None
+
+
+#: Rows per chunk of the per-row sorts over candidates: their temporaries stay small.
+_SORT_ROWS = 2**16
+
+
+def _index_dtype(n_cells: int) -> torch.dtype:
+    """Stored candidate cells: int32 where it holds them (half the memory of int64)."""
+    return torch.int32 if n_cells < 2**31 else torch.long
 
 
 def _by_cell(vals: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
