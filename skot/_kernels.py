@@ -383,6 +383,7 @@ class Candidates:
         self._refresh_all(cells)
 
     def _refresh_all(self, cells: PowerCells) -> None:
+        self.scores = self.index = None  # freed before the new ones are built
         vals, idx = cells.top_k(self.X, self.width)
         self.floor = vals[:, -1].clone()  # each row's width-th score: the others are below
         for r0 in range(0, vals.shape[0], _SORT_ROWS):
@@ -435,6 +436,7 @@ class Candidates:
         full = entering > self.FULL_SHARE * m
         slot = self._slot(fail[full]) if bool(full.any()) else -1
         if slot is None or int(entering.sum()) > n * m // 2:
+            del scores, vals
             self._refresh_all(cells)  # cheaper than the parts: one pass resets every bound
             vals, idx = self.scores.new_empty(n, k), idx
             for r0 in range(0, n, _SORT_ROWS):
