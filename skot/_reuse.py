@@ -3,8 +3,9 @@
 OT-Net's reuse: :func:`distill` fits the network of a residual model to its converged heights
 (the smooth dual potential ``h(y)``), :func:`heights_for` continues the heights to moved and
 new target points, :func:`carry_over_heights` writes them into the model's residual, and
-:func:`warm_start_heights` corrects them with passes over the source: new points placed so that
-each new cell starts with its target mass, then one Jacobi sweep over every cell.
+:func:`warm_start_heights` corrects them from the rows' candidate cells of the first pass: new
+points placed so that each new cell starts with its target mass, then one Jacobi sweep over
+every cell.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._kernels import PowerCells, default_block_elements
+from ._kernels import Candidates, PowerCells, default_block_elements
 from ._potentials import _MLP, HeightModel
 
 __all__ = [
@@ -182,49 +183,6 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
         model.residual.copy_((c - net(Y).double()).to(model.residual.dtype))
 
 
-@torch.no_grad()
-def insert_points(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, new: Tensor) -> Tensor:
-    """Heights ``h`` with the heights of the points ``new`` (a boolean mask) raised or lowered
-    so that each new cell would hold its target mass ``nu_j`` against the other points' cells.
-
-    Each new point is placed alone among the others (``u(x)``: the best score of ``x`` among
-    the points that are not new), so that its cell takes the weight ``nu_j`` of the rows
-    closest to entering it: its height is minus the ``nu_j``-quantile of ``<x, y_j> - u(x)``.
-    Neighbouring new points then share what each took alone, which Newton steps resolve; none
-    starts empty or flooding, which would hold the damped steps back. One pass over ``X``
-    against the old points, one against the new ones (rows and columns swapped: the rows are
-    the cells).
-    """
-    if not bool(new.any()) or bool(new.all()):
-        return h
-    u, _ = PowerCells(Y[~new], h[~new]).assign(X)
-    Y_new = Y[new]
-    # The most rows a cell of weight nu_j can need: its weight over the lightest row.
-    k = _rows_for(float(nu[new].max()), w)
-    gain, rows = PowerCells(X, -u).top_k(Y_new, k)  # largest <x, y_j> - u(x) per new point
-    reached = w[rows].double().cumsum(dim=1) >= nu[new].double()[:, None]
-    last = torch.where(reached.any(dim=1), reached.double().argmax(dim=1), k - 1)
-    out = h.clone()
-    after = (last + 1).clamp_max(k - 1)
-    # Between the last row that enters and the first that does not.
-    out[new] = -0.5 * (gain.gather(1, last[:, None]) + gain.gather(1, after[:, None])).squeeze(1)
-    return out
-
-
-def warm_start_heights(
-    X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, new: Tensor
-) -> Tensor:
-    """The heights a warm start on a changed problem begins its Newton steps from.
-
-    The new points (``new``, a boolean mask) are placed first (:func:`insert_points`); then one
-    Jacobi sweep (:func:`refit_cells`) gives every cell the height at which it would hold its
-    target mass with the others fixed: the changes (points removed, added, moved, reweighted)
-    are spread to their neighbours before the first Newton step. Three passes over ``X``.
-    """
-    h = insert_points(X, w, Y, h, nu, new)
-    return refit_cells(X, w, Y, h, nu, torch.arange(Y.shape[0], device=Y.device))
-
-
 def _rows_for(mass: float, w: Tensor) -> int:
     """Rows to look at for a cell to gain ``mass``: enough at the lightest row's weight, but at
     most four times the count at the mean weight (a few very light rows must not make every
@@ -248,56 +206,123 @@ def _quantile_drop(gain: Tensor, weight: Tensor, need: Tensor) -> Tensor:
     return torch.where(torch.isfinite(following), 0.5 * (at + following), at).squeeze(1)
 
 
-@torch.no_grad()
-def refit_cells(X: Tensor, w: Tensor, Y: Tensor, h: Tensor, nu: Tensor, cells: Tensor) -> Tensor:
-    """One Jacobi sweep over the points ``cells`` (indices): each gets the height at which its
-    cell holds its target mass, the other heights as they are.
+def _segment_threshold(
+    cell: Tensor, value: Tensor, weight: Tensor, need: Tensor, n_cells: int
+) -> tuple[Tensor, Tensor]:
+    """Per cell, the value at which the weight of its entries above it reaches ``need``.
 
-    A cell with too much weight keeps the rows that beat their second-best cell by the most
-    (its height drops by the gap of the last one kept); a cell with too little takes the
-    outside rows that come closest to entering it. One top-2 pass over all points, one pass
-    of the deficient cells over the rows.
+    ``cell``, ``value``, ``weight``: one entry each (a row that is, or could be, in the cell);
+    ``need``: ``(n_cells,)``. Returns the thresholds (between the entry that reaches ``need``
+    and the next, in decreasing order of value; the last entry where they never reach it) and
+    whether the cell has entries and whether they reached ``need``.
     """
-    vals, idx = PowerCells(Y, h).top_k(X, 2)
-    gap = vals[:, 0] - vals[:, 1]
+    none = torch.zeros(n_cells, dtype=torch.bool, device=cell.device)
+    if cell.numel() == 0:
+        return value.new_zeros(n_cells), none, none
+    order = torch.argsort(value, descending=True, stable=True)
+    cell, value, weight = cell[order], value[order], weight[order]
+    order = torch.argsort(cell, stable=True)
+    cell, value, weight = cell[order], value[order], weight[order]
+    count = torch.bincount(cell, minlength=n_cells)
+    end = torch.cumsum(count, 0)
+    cum = weight.double().cumsum(0)
+    before = torch.where(end - count > 0, cum[(end - count - 1).clamp_min(0)], 0.0)
+    reached = (cum - before[cell]) >= need.double()[cell]
+    pos = torch.arange(cell.numel(), device=cell.device)
+    first = torch.full((n_cells,), cell.numel(), dtype=torch.long, device=cell.device)
+    first.scatter_reduce_(0, cell[reached], pos[reached], reduce="amin")
+    enough = first < cell.numel()
+    listed = count > 0
+    first = torch.minimum(first, end - 1).clamp_min(0)
+    at = value[first]
+    nxt = (first + 1).clamp_max(cell.numel() - 1)
+    following = torch.where(nxt < end, value[nxt], at)
+    return 0.5 * (at + following), listed, enough
+
+
+def insert_points(
+    X: Tensor, Y: Tensor, vals: Tensor, idx: Tensor, w: Tensor, h: Tensor, nu: Tensor, new: Tensor
+) -> Tensor:
+    """Heights ``h`` with each point of ``new`` (a boolean mask) raised or lowered so that its
+    cell would hold its target mass against the points that are not new.
+
+    ``vals``, ``idx``: every row's best scores at ``h`` and their cells, in decreasing order
+    (the candidates of a pass over ``X``). A row can enter new cell ``j`` by its gain
+    ``<x, y_j> - u(x)``, ``u`` its best score among the old points; the new height is minus the
+    gain at which the rows entering weigh ``nu_j``. The gains come from the candidates; a new
+    point that too few rows list (its height was far too low) is scored against every row.
+    """
+    if not bool(new.any()) or bool(new.all()):
+        return h
+    is_new = new[idx]
+    old = ~is_new
+    first_old = old.to(torch.int8).argmax(dim=1)
+    # Rows whose candidates are all new: their old best is below the last candidate.
+    u = torch.where(old.any(dim=1), vals.gather(1, first_old[:, None]).squeeze(1), vals[:, -1])
+    rows, ranks = is_new.nonzero(as_tuple=True)
+    cell = idx[rows, ranks]
+    gain = vals[rows, ranks] - h[cell] - u[rows]
+    threshold, _, enough = _segment_threshold(cell, gain, w[rows], nu, h.shape[0])
     out = h.clone()
-    mass = torch.zeros(Y.shape[0], dtype=torch.float64, device=X.device)
-    mass.index_add_(0, idx[:, 0], w.double())
-    surplus = cells[mass[cells] > nu[cells].double()]
-    deficit = cells[mass[cells] < nu[cells].double()]
-    if surplus.numel():
-        slot = torch.full((Y.shape[0],), -1, dtype=torch.long, device=X.device)
-        slot[surplus] = torch.arange(surplus.numel(), device=X.device)
-        rows = (slot[idx[:, 0]] >= 0).nonzero().squeeze(1)
-        owner = slot[idx[rows, 0]]
-        # The rows of the surplus cells, cell by cell, each cell's by decreasing gap.
-        order = torch.argsort(gap[rows], descending=True, stable=True)
-        rows, owner = rows[order], owner[order]
-        order = torch.argsort(owner, stable=True)
-        rows, owner = rows[order], owner[order]
-        # The first row of each cell's run whose cumulative weight reaches the cell's target.
-        cum = w[rows].double().cumsum(0)
-        count = torch.bincount(owner, minlength=surplus.numel())
-        end = torch.cumsum(count, 0)
-        before = torch.where(end - count > 0, cum[(end - count - 1).clamp_min(0)], 0.0)
-        reached = (cum - before[owner]) >= nu[surplus].double()[owner]
-        pos = torch.arange(rows.numel(), device=X.device)
-        first = torch.full((surplus.numel(),), rows.numel(), device=X.device, dtype=torch.long)
-        first.scatter_reduce_(0, owner[reached], pos[reached], reduce="amin")
-        first = torch.minimum(first, end - 1)
-        at = gap[rows[first]]
-        nxt = (first + 1).clamp_max(rows.numel() - 1)
-        following = torch.where(nxt < end, gap[rows[nxt]], at)
-        out[surplus] = h[surplus] - 0.5 * (at + following)
-    if deficit.numel():
-        held = torch.bincount(idx[:, 0], minlength=Y.shape[0])[deficit]
-        extra = _rows_for(float((nu[deficit] - mass[deficit]).max()), w)
-        k = int(min(X.shape[0], int(held.max()) + extra))
-        # Largest <x, y_j> - u(x): the rows in the cell first (at -h_j), then the others.
-        gain, rows = PowerCells(X, -vals[:, 0]).top_k(Y[deficit], k)
-        inside = idx[rows, 0] == deficit[:, None]
-        weight = torch.where(inside, torch.zeros_like(gain), w[rows])
-        gain = torch.where(inside, gain.new_full((), math.inf), gain)
-        need = (nu[deficit] - mass[deficit]).to(w.dtype)
-        out[deficit] = -_quantile_drop(gain, weight, need)
+    listed = new & enough
+    out[listed] = -threshold[listed].to(h.dtype)
+    short = (new & ~enough).nonzero().squeeze(1)
+    if short.numel():
+        # Rows and columns swapped: the rows are the cells, scored by <x, y_j> - u(x).
+        gain, rows = PowerCells(X, -u).top_k(Y[short], _rows_for(float(nu[short].max()), w))
+        out[short] = -_quantile_drop(gain, w[rows], nu[short]).to(h.dtype)
     return out
+
+
+def refit_cells(vals: Tensor, idx: Tensor, w: Tensor, h: Tensor, nu: Tensor) -> Tensor:
+    """One Jacobi sweep: every cell gets the height at which it holds its target mass, the
+    other heights as they are.
+
+    ``vals``, ``idx``: every row's best scores at ``h`` and their cells, in decreasing order
+    (at least two). A cell with too much weight keeps the rows that beat their second-best
+    cell by the most (its height drops by the gap of the last one kept); a cell with too
+    little takes the rows that list it and need the smallest rise to enter. From the
+    candidates alone (a start for Newton steps).
+    """
+    m = h.shape[0]
+    best = idx[:, 0]
+    mass = torch.zeros(m, dtype=torch.float64, device=h.device).index_add_(0, best, w.double())
+    out = h.clone()
+    gap = vals[:, 0] - vals[:, 1]
+    drop, has, _ = _segment_threshold(best, gap, w, nu, m)
+    surplus = (mass > nu.double()) & has
+    out[surplus] = h[surplus] - drop[surplus].to(h.dtype)
+    deficit = mass < nu.double()
+    lists = deficit[idx[:, 1:]]
+    rows, ranks = lists.nonzero(as_tuple=True)
+    cell = idx[rows, ranks + 1]
+    rise_gain = vals[rows, ranks + 1] - vals[rows, 0]  # minus the rise that lets the row in
+    need = (nu.double() - mass).clamp_min(0)
+    threshold, has, _ = _segment_threshold(cell, rise_gain, w[rows], need, m)
+    grow = deficit & has
+    out[grow] = h[grow] - threshold[grow].to(h.dtype)
+    return out
+
+
+def warm_start_heights(
+    candidates: Candidates, Y: Tensor, w: Tensor, h: Tensor, nu: Tensor, new: Tensor
+) -> Tensor:
+    """The heights a warm start on a changed problem begins its Newton steps from.
+
+    The new points (``new``, a boolean mask) are placed first (:func:`insert_points`); then one
+    Jacobi sweep (:func:`refit_cells`) gives every cell the height at which it would hold its
+    target mass with the others fixed: the changes (points removed, added, moved, reweighted)
+    are spread to their neighbours before the first Newton step. Both read the rows' best
+    cells from ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved
+    heights: no pass over the sample of their own.
+    """
+    width = candidates.width
+    vals, idx = candidates.top_k(PowerCells(Y, h), width)
+    moved = insert_points(candidates.X, Y, vals, idx, w, h, nu, new)
+    if width < 2:
+        return moved
+    # The same candidates at the moved heights, in their new order: a start needs no
+    # certificate (the first Newton step's pass has one).
+    vals = vals + (moved - h)[idx]
+    vals, order = vals.sort(dim=1, descending=True, stable=True)
+    return refit_cells(vals, idx.gather(1, order), w, moved, nu)

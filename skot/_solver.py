@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from . import _newton
-from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
+from ._kernels import Candidates, CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
 from ._reuse import distill, warm_start_heights
 
@@ -235,33 +235,35 @@ def restart_schedule(
 ) -> float:
     """Resume the schedule for a changed problem; return its current marginal error.
 
-    ``new_points`` (a boolean mask over the targets) marks points without trained heights;
-    with free heights and an empirical source the heights are then corrected by passes over the
-    sample (:func:`._reuse.warm_start_heights`). The error is then measured over the
-    problem's sample, by the pass the first Newton step starts from where Newton steps start at
-    once. The batch size, step sizes and Newton temperature are taken from the first evaluation
-    of the previous run that had reached that error: a warm start close to the solution skips
-    the coarse stage instead of repeating it, and one far from it starts over. Parameters and
+    Where Newton steps start at once, the error is measured by the pass the first Newton step
+    starts from, and with ``new_points`` (a boolean mask over the targets marking points
+    without trained heights; all false when only points moved or weights changed) the heights
+    are first corrected from that pass's candidate cells (:func:`._reuse.warm_start_heights`).
+    The batch size, step sizes and Newton temperature are taken from the first evaluation of
+    the previous run that had reached that error: a warm start close to the solution skips the
+    coarse stage instead of repeating it, and one far from it starts over. Parameters and
     Adam's moments are kept.
     """
     model = state.model
     X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
+    newton = _uses_newton(model, problem, config) and _starts_exact(state, problem, config)
     with torch.no_grad():
         h = model(Y)
-        if new_points is not None and hasattr(model, "residual") and problem.is_empirical:
-            warm = warm_start_heights(X, w, Y, h, nu, new_points)
-            model.residual += (warm - h).to(model.residual.dtype)
-            h = model(Y)
-    newton = _uses_newton(model, problem, config) and _starts_exact(state, problem, config)
-    if newton:
-        state.temperature = None  # pass_at takes the median gap; resmoothed below
-        first = _newton.pass_at(state, X, w, Y, nu)
-        error = marginal_error(first.hard, nu)
-    else:
-        masses = _cells(problem, h, config).cell_sums(
-            X, problem.source_weight, epsilon=config.epsilon
-        )
-        error = marginal_error(masses.masses, nu)
+        if newton:
+            # One full pass keeps each row's best cells; the warm-start corrections and the
+            # first Newton step read them.
+            candidates = Candidates(PowerCells(Y, h), X, _newton.CANDIDATES)
+            if new_points is not None:
+                warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
+                model.residual += (warm - h).to(model.residual.dtype)
+                h = model(Y)
+            first = _newton.smoothed(X, w, Y, h, nu, None, _newton.TOP_K, candidates)
+            error = marginal_error(first.hard, nu)
+        else:
+            masses = _cells(problem, h, config).cell_sums(
+                X, problem.source_weight, epsilon=config.epsilon
+            )
+            error = marginal_error(masses.masses, nu)
     point = next((entry for entry in state.schedule if entry.error <= error), None)
     if point is None:
         batch = config.batch_size

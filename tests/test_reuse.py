@@ -275,18 +275,26 @@ def test_distilled_network_keeps_the_map_and_learns_the_smooth_part():
     assert error < 0.1 * truth.abs().mean()
 
 
+def _all_candidates(X, Y, h):
+    """Every row's cells by decreasing score, as a pass's candidates would list them."""
+    from skot._kernels import Candidates, PowerCells
+
+    cells = PowerCells(Y, h)
+    return Candidates(cells, X, Y.shape[0]).top_k(cells, Y.shape[0])
+
+
 def test_inserted_points_hold_their_mass_against_the_others(device):
     from skot._reuse import insert_points
 
     gen = torch.Generator().manual_seed(0)
-    X = torch.randn(4000, 2, generator=gen).to(device)
-    Y = torch.randn(20, 2, generator=gen).to(device)
+    X = torch.randn(4000, 2, generator=gen, dtype=torch.float64).to(device)
+    Y = torch.randn(20, 2, generator=gen, dtype=torch.float64).to(device)
     h = -0.5 * (Y**2).sum(1)
-    w = torch.full((4000,), 1 / 4000, device=device)
-    nu = torch.full((20,), 1 / 20, device=device)
+    w = torch.full((4000,), 1 / 4000, dtype=torch.float64, device=device)
+    nu = torch.full((20,), 1 / 20, dtype=torch.float64, device=device)
     new = torch.zeros(20, dtype=torch.bool, device=device)
     new[[3, 11]] = True
-    out = insert_points(X, w, Y, h, nu, new)
+    out = insert_points(X, Y, *_all_candidates(X, Y, h), w, h, nu, new)
     assert torch.equal(out[~new], h[~new])
     old_best = (X @ Y[~new].T + h[~new]).max(dim=1).values
     for j in (3, 11):
@@ -304,12 +312,8 @@ def test_a_jacobi_sweep_gives_each_cell_its_mass_against_the_others(device):
     h = -0.5 * (Y**2).sum(1) + noise
     w = torch.full((4000,), 1 / 4000, dtype=torch.float64, device=device)
     nu = torch.full((20,), 1 / 20, dtype=torch.float64, device=device)
-    swept = torch.tensor([3, 11, 12], device=device)
-    out = refit_cells(X, w, Y, h, nu, swept)
-    untouched = torch.ones(20, dtype=torch.bool, device=device)
-    untouched[swept] = False
-    assert torch.equal(out[untouched], h[untouched])
-    for j in swept.tolist():  # each with the others at their old heights
+    out = refit_cells(*_all_candidates(X, Y, h), w, h, nu)
+    for j in range(20):  # each with the others at their old heights
         trial = h.clone()
         trial[j] = out[j]
         mass = float(w[(X @ Y.T + trial).argmax(dim=1) == j].sum())
