@@ -19,7 +19,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import ConvergenceWarning
 
@@ -242,7 +241,6 @@ def transport_from_duals(
     at those heights by one pass over ``X``: ``marginal_error_`` and ``converged_`` are those
     of the power diagram the duals define.
     """
-    from . import _solver
     from ._cells import nearest_rows
     from ._transport import OTNetTransport
 
@@ -257,19 +255,7 @@ def transport_from_duals(
     if transport.target_.shape[0] != Y.shape[0]:  # identical or zero-weight points dropped
         heights = heights[nearest_rows(transport.target_, Y)]
         Y = transport.target_
-    standardised = (heights + Y @ transport.center_) / transport.scale_**2
-    state = transport._state
-    model = state.model
-    with torch.no_grad():
-        offset = model.offset(transport._target_t).double()
-        target = torch.as_tensor(standardised, dtype=torch.float64, device=offset.device)
-        model.residual.copy_((target - target.mean() - offset).to(model.residual.dtype))
-    mu = None
-    if sample_weight is not None:
-        w = np.asarray(sample_weight, dtype=np.float64)
-        mu = w / w.sum()
-    result = _solver.summarize(state, transport._problem(X, mu), transport._config())
-    transport._finish(result)
+    transport._set_heights(heights, X, sample_weight)
     return transport
 
 

@@ -29,6 +29,7 @@ from ._validation import (
     _check_array_named,
     _check_target_ids,
     _check_weights,
+    check_fit_y,
     check_hidden_layer_sizes,
     check_range,
     resolve_device,
@@ -304,6 +305,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self : OTNetTransport
             The fitted estimator.
         """
+        check_fit_y(y)
         incremental = self.warm_start and hasattr(self, "_state")
         return self._fit(
             X,
@@ -352,6 +354,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self : OTNetTransport
             The updated estimator.
         """
+        check_fit_y(y)
         return self._fit(
             X,
             X_target,
@@ -505,6 +508,28 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if not result.converged and not result.stopped and not one_pass:
             self._warn_not_converged(result, problem, atoms)
         return self
+
+    def _set_heights(self, heights, X, sample_weight=None) -> None:
+        """Replace the fitted heights by ``heights`` (input units, one per row of ``target_``,
+        e.g. from an exact solver's duals) and recompute the fitted attributes by one pass over
+        the training sample ``X`` (validated by the fit)."""
+        check_is_fitted(self)
+        heights = np.asarray(heights, dtype=np.float64)
+        standardised = (heights + self.target_ @ self.center_) / self.scale_**2
+        model = self._state.model
+        with torch.no_grad():
+            offset = model.offset(self._target_t).double()
+            net = getattr(model, "net", None)
+            if net is not None:
+                offset = offset + net(self._target_t).double()
+            target = torch.as_tensor(standardised, dtype=torch.float64, device=offset.device)
+            model.residual.copy_((target - target.mean() - offset).to(model.residual.dtype))
+        mu = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=np.float64)
+            mu = w / w.sum()
+        X = np.asarray(X, dtype=np.float64)
+        self._finish(_solver.summarize(self._state, self._problem(X, mu), self._config()))
 
     def _keep_finite(self, start, config) -> None:
         """After an error or an interruption: back to this call's starting parameters if the

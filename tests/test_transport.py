@@ -449,3 +449,11 @@ def test_convergence_warning_explains_the_assignment_regime():
         )
     messages = [str(w.message) for w in caught if w.category is ConvergenceWarning]
     assert messages and "assignment" not in messages[0]
+
+
+def test_a_2d_y_in_fit_points_to_x_target(rng):
+    X, Y = rng.normal(size=(200, 2)), rng.normal(size=(20, 2))
+    for method in ("fit", "partial_fit"):
+        with pytest.raises(ValueError, match="X_target=Y"):
+            getattr(OTNetTransport(), method)(X, Y)
+    OTNetTransport(max_iter=5).fit(X, np.zeros(200), X_target=Y)  # a 1-D y is still ignored
