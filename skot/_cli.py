@@ -269,6 +269,11 @@ def _write_image(array: np.ndarray, path: str, fmt: str) -> None:
 
 
 # -------------------------------------------------------------------------- command
+def _sample_positions(n: int, size: int, rng: np.random.Generator) -> np.ndarray | None:
+    """``size`` distinct positions among ``n`` pixels (``None``: all of them)."""
+    return None if size >= n else rng.choice(n, size, replace=False)
+
+
 def _sample_pixels(pixels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     if size >= pixels.shape[0]:
         return pixels
@@ -370,17 +375,82 @@ def _smooth_transfer(source_u8: np.ndarray, mapped: np.ndarray, radius: int) -> 
     return guide + _guided_filter(guide, shift, radius, GUIDED_EPS, subsample)
 
 
+def _skip_dynamo_import() -> None:
+    """Spare this process torch's compiler stack (``torch._dynamo``), which it never uses.
+
+    ``torch.optim.Optimizer``'s methods are wrapped so that ``torch.compile`` does not trace
+    them; the wrapper imports ``torch._dynamo`` on its first call, which costs about as much
+    as importing torch itself, even for a fit whose Newton steps never step the optimiser it
+    builds. In a process that compiles nothing, the wrapped method is the method itself, so
+    the wrapper's cache is filled with it. Does nothing once ``torch._dynamo`` is loaded, or
+    when torch's wrappers do not look as expected.
+    """
+    if "torch._dynamo" in sys.modules:
+        return
+    import torch
+
+    try:
+        marker = torch._disable_dynamo(lambda: None).__code__
+    except AttributeError:
+        return
+    for attr in vars(torch.optim.Optimizer).values():
+        fn = getattr(attr, "__wrapped__", None)
+        if getattr(attr, "__code__", None) is marker and callable(fn):
+            setattr(fn, "__dynamo_disable", fn)
+
+
 def _distinct(colours: np.ndarray) -> int:
     """Number of distinct rows of a uint8 colour array."""
     packed = colours.astype(np.uint32) @ np.array([1 << 16, 1 << 8, 1], dtype=np.uint32)
     return int(np.unique(packed).size)
 
 
+def _frames(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """The ``(source, output, format)`` jobs: one image, or every image of a directory of frames.
+
+    Fails before any work when an output cannot be written.
+    """
+    src = Path(args.source)
+    if not src.is_dir():
+        return [(args.source, args.output, _check_output(args.output, args.force))]
+    Image = _pil()
+    known = Image.registered_extensions()
+    names = sorted(p.name for p in src.iterdir() if p.is_file() and p.suffix.lower() in known)
+    if not names:
+        raise CLIError(f"cannot read SOURCE_IMAGE '{args.source}': a directory without images")
+    out = Path(args.output)
+    if (out.exists() and not out.is_dir()) or (not out.exists() and out.suffix.lower() in known):
+        raise CLIError(
+            f"SOURCE_IMAGE '{args.source}' is a directory of frames, so OUTPUT_IMAGE "
+            f"'{args.output}' must be a directory (one output per frame), not an image file"
+        )
+    if out.exists() and out.resolve() == src.resolve():
+        raise CLIError(
+            f"OUTPUT_IMAGE '{args.output}' is the directory of the frames: it would overwrite "
+            "them; choose another output directory"
+        )
+    if not out.exists():
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise CLIError(
+                f"cannot write output '{args.output}': directory '{parent}' does not exist"
+            )
+        try:
+            out.mkdir()
+        except OSError as exc:
+            raise CLIError(f"cannot write output '{args.output}': {_reason(exc)}") from None
+    return [
+        (str(src / name), str(out / name), _check_output(str(out / name), args.force))
+        for name in names
+    ]
+
+
 def _color_transfer(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if args.verbose else None
-    fmt = _check_output(args.output, args.force)
-    source = _read_image(args.source, "SOURCE_IMAGE")
+    jobs = _frames(args)
+    many = len(jobs) > 1 or Path(args.source).is_dir()
+    source = _read_image(jobs[0][0], "SOURCE_IMAGE")
     reference = _read_image(args.reference, "REFERENCE_IMAGE")
     t_read = time.perf_counter()
 
@@ -407,16 +477,18 @@ def _color_transfer(args: argparse.Namespace) -> int:
     from ._validation import resolve_device
     from .callbacks import ProgressBar
 
+    _skip_dynamo_import()
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise CLIError(f"bad --device: {exc}", EXIT_USAGE) from None
+    t_import = time.perf_counter()
 
     rng = np.random.default_rng(args.seed)
     pixels = source.reshape(-1, 3).astype(np.float32) / 255.0
-    ref_flat = reference.reshape(-1, 3)
-    X = _sample_pixels(pixels, args.sample_size, rng)
-    Y_u8 = _sample_pixels(ref_flat, args.reference_size, rng)
+    positions = _sample_positions(pixels.shape[0], args.sample_size, rng)
+    X = pixels if positions is None else pixels[positions]
+    Y_u8 = _sample_pixels(reference.reshape(-1, 3), args.reference_size, rng)
     sampled_colours = _distinct(Y_u8)
     if sampled_colours < 2:
         raise CLIError(
@@ -425,21 +497,9 @@ def _color_transfer(args: argparse.Namespace) -> int:
             f"{ref_colours}; raise --reference-size or change --seed"
         )
     Y = Y_u8.astype(np.float32) / 255.0
-    # 8-bit colours are bins of width 1/255, so many sampled pixels share one colour, and the
-    # hard map cannot split a colour between two cells: on china.jpg -> flower.jpg that left the
-    # marginal error stuck at 0.047. Spreading each sampled colour uniformly over its bin
-    # removes that floor; every pixel of the image is then mapped from its own colour.
-    X = X + rng.uniform(-0.5 / 255.0, 0.5 / 255.0, size=X.shape).astype(np.float32)
-    radius = args.radius or _default_radius(source.shape)
-    if say:
-        say(
-            f"source {source.shape[1]}x{source.shape[0]} ({pixels.shape[0]} pixels), "
-            f"reference {reference.shape[1]}x{reference.shape[0]} ({ref_colours} distinct "
-            f"colours); fitting on {X.shape[0]} source pixels onto {Y.shape[0]} reference "
-            f"pixels ({sampled_colours} distinct colours), device {device}; "
-            + ("hard map" if args.hard else f"guided-filter smoothing, radius {radius}")
-        )
     show = sys.stderr.isatty() if args.progress is None else args.progress
+    # One estimator for every frame: the first fit is cold, each next one starts from the
+    # previous frame's heights (warm_start), onto the same reference colours.
     ot = OTNetTransport(
         height=args.height,
         max_iter=args.max_iter,
@@ -447,43 +507,93 @@ def _color_transfer(args: argparse.Namespace) -> int:
         batch_size=min(4096, X.shape[0]),
         epsilon=args.epsilon,
         device=str(device),
+        warm_start=True,
         random_state=args.seed,
         verbose=1 if args.verbose >= 2 else 0,
         callbacks=[ProgressBar(enabled=bool(show))],
     )
-    try:
-        with warnings.catch_warnings():
-            # Reported below, in the command's own words.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            ot.fit(X, X_target=Y)
-    except ValueError as exc:  # e.g. a diverged solver: report, don't trace
-        raise CLIError(f"fitting failed: {_reason(exc)}") from None
-    t_fit = time.perf_counter()
-    mapped = ot.transform(pixels)
-    t_map = time.perf_counter()
-    if not args.hard:
-        mapped = _smooth_transfer(source, mapped, radius)
-    t_smooth = time.perf_counter()
-    out = np.clip(np.rint(mapped * 255.0), 0, 255).astype(np.uint8).reshape(source.shape)
-    _write_image(out, args.output, fmt)
-    t_end = time.perf_counter()
-    if not ot.converged_:
+    steps_before, unconverged = 0, []
+    for k, (src_path, out_path, fmt) in enumerate(jobs):
+        t_frame = time.perf_counter()
+        if k > 0:
+            size = pixels.shape[0]
+            source = _read_image(src_path, f"frame '{src_path}'")
+            pixels = source.reshape(-1, 3).astype(np.float32) / 255.0
+            # The same pixel positions and jitter as the previous frame (when its size is
+            # the same): the samples of two close frames differ only where the frames do.
+            if pixels.shape[0] != size:
+                positions, jitter = _sample_positions(pixels.shape[0], args.sample_size, rng), None
+            X = pixels if positions is None else pixels[positions]
+        t_read_frame = time.perf_counter()
+        # 8-bit colours are bins of width 1/255, so many sampled pixels share one colour, and
+        # the hard map cannot split a colour between two cells: on china.jpg -> flower.jpg
+        # that left the marginal error stuck at 0.047. Spreading each sampled colour
+        # uniformly over its bin removes that floor; every pixel of the image is then mapped
+        # from its own colour.
+        if k == 0 or jitter is None:
+            jitter = rng.uniform(-0.5 / 255.0, 0.5 / 255.0, size=X.shape).astype(np.float32)
+        X = X + jitter
+        radius = args.radius or _default_radius(source.shape)
+        if say and k == 0:
+            frames = f"{len(jobs)} frames of " if many else ""
+            say(
+                f"source {frames}{source.shape[1]}x{source.shape[0]} ({pixels.shape[0]} "
+                f"pixels), reference {reference.shape[1]}x{reference.shape[0]} ({ref_colours} "
+                f"distinct colours); fitting on {X.shape[0]} source pixels onto {Y.shape[0]} "
+                f"reference pixels ({sampled_colours} distinct colours), device {device}; "
+                + ("hard map" if args.hard else f"guided-filter smoothing, radius {radius}")
+            )
+        try:
+            with warnings.catch_warnings():
+                # Reported below, in the command's own words.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                ot.fit(X, X_target=Y)
+        except ValueError as exc:  # e.g. a diverged solver: report, don't trace
+            where = f" on frame '{src_path}'" if many else ""
+            raise CLIError(f"fitting failed{where}: {_reason(exc)}") from None
+        steps, steps_before = ot.n_iter_ - steps_before, ot.n_iter_
+        t_fit = time.perf_counter()
+        mapped = ot.transform(pixels)
+        t_map = time.perf_counter()
+        if not args.hard:
+            mapped = _smooth_transfer(source, mapped, radius)
+        t_smooth = time.perf_counter()
+        out = np.clip(np.rint(mapped * 255.0), 0, 255).astype(np.uint8).reshape(source.shape)
+        _write_image(out, out_path, fmt)
+        t_end = time.perf_counter()
+        if not ot.converged_:
+            unconverged.append((src_path, ot.marginal_error_, steps))
+        if not say:
+            continue
+        state = "converged" if ot.converged_ else "not converged (raise --max-iter or --tol)"
+        smooth = "" if args.hard else f"smoothed in {t_smooth - t_map:.2f} s; "
+        if many:
+            say(
+                f"frame {k + 1}/{len(jobs)} '{src_path}': fit ({'warm' if k else 'cold'}) "
+                f"{steps} steps, marginal error {ot.marginal_error_:.4f} ({state}), "
+                f"{t_fit - t_read_frame:.2f} s; mapped in {t_map - t_fit:.2f} s; {smooth}"
+                f"read {t_read_frame - t_frame:.2f} s, wrote '{out_path}' in "
+                f"{t_end - t_smooth:.2f} s; frame total {t_end - t_frame:.2f} s"
+            )
+        else:
+            say(
+                f"fit: {steps} steps, marginal error {ot.marginal_error_:.4f} ({state}), "
+                f"{t_fit - t_import:.2f} s; mapped {pixels.shape[0]} pixels in "
+                f"{t_map - t_fit:.2f} s; {smooth}read {t_read - t_start:.2f} s, imported "
+                f"torch and scikit-learn in {t_import - t_read:.2f} s, wrote '{out_path}' in "
+                f"{t_end - t_smooth:.2f} s; total {t_end - t_start:.2f} s"
+            )
+    for src_path, error, steps in unconverged:
+        frame = f" on frame '{src_path}'" if many else ""
         print(
-            f"{PROG}: warning: the map did not reach --tol {args.tol:g} (marginal error "
-            f"{ot.marginal_error_:.4f} after {ot.n_iter_} steps); the output was written "
-            "anyway; raise --max-iter or --tol",
+            f"{PROG}: warning: the map did not reach --tol {args.tol:g}{frame} (marginal error "
+            f"{error:.4f} after {steps} steps); the output was written anyway; raise "
+            "--max-iter or --tol",
             file=sys.stderr,
             flush=True,
         )
-    if say:
-        state = "converged" if ot.converged_ else "not converged (raise --max-iter or --tol)"
-        smooth = "" if args.hard else f"smoothed in {t_smooth - t_map:.2f} s; "
-        say(
-            f"fit: {ot.n_iter_} steps, marginal error {ot.marginal_error_:.4f} ({state}), "
-            f"{t_fit - t_read:.2f} s; mapped {pixels.shape[0]} pixels in {t_map - t_fit:.2f} s; "
-            f"{smooth}read {t_read - t_start:.2f} s, wrote '{args.output}' in "
-            f"{t_end - t_smooth:.2f} s; total {t_end - t_start:.2f} s"
-        )
+    if say and many:
+        say(f"{len(jobs)} frames in {time.perf_counter() - t_start:.2f} s")
     return EXIT_OK
 
 

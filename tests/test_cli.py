@@ -369,3 +369,61 @@ def test_default_settings_reach_tol_on_the_sample_images(tmp_path, capsys):
     assert "warning" not in err
     assert "(converged)" in err, err
     assert np.asarray(Image.open(out)).shape == (427, 640, 3)
+
+
+def test_directory_of_frames_fits_the_first_cold_and_the_next_warm(images, capsys):
+    src, ref, tmp = images
+    frames, outs = tmp / "frames", tmp / "outs"
+    frames.mkdir()
+    base = np.asarray(Image.open(src)).astype(np.int16)
+    for k in range(3):  # the source panned and darkened frame by frame
+        frame = np.clip(np.roll(base, 2 * k, axis=1) - 6 * k, 0, 255).astype(np.uint8)
+        Image.fromarray(frame).save(frames / f"frame{k}.png")
+    (frames / "notes.txt").write_text("not a frame")
+    args = ["color-transfer", str(frames), str(ref), str(outs), *FAST, "--tol", "0.5", "-v"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in outs.iterdir()) == ["frame0.png", "frame1.png", "frame2.png"]
+    assert "3 frames of" in err
+    assert "frame 1/3" in err and "(cold)" in err
+    assert "frame 2/3" in err and "frame 3/3" in err and err.count("(warm)") == 2
+    # The first frame's output is the single-image command's.
+    single = tmp / "single.png"
+    one = [
+        "color-transfer",
+        str(frames / "frame0.png"),
+        str(ref),
+        str(single),
+        *FAST,
+        "--tol",
+        "0.5",
+    ]
+    assert main(one) == 0
+    assert np.array_equal(
+        np.asarray(Image.open(single)), np.asarray(Image.open(outs / "frame0.png"))
+    )
+    # Existing outputs need --force, checked before any work.
+    assert main(args) == 1
+    _one_error_line(capsys, "already exists", "--force")
+
+
+@pytest.mark.parametrize(
+    "output, words",
+    [("out.png", ["directory of frames", "must be a directory"]), (".", ["overwrite"])],
+)
+def test_directory_of_frames_needs_an_output_directory(images, capsys, output, words):
+    src, ref, tmp = images
+    frames = tmp / "frames"
+    frames.mkdir()
+    Image.open(src).save(frames / "a.png")
+    out = frames if output == "." else tmp / output
+    assert main(["color-transfer", str(frames), str(ref), str(out), *FAST]) == 1
+    _one_error_line(capsys, *words)
+    assert sorted(p.name for p in frames.iterdir()) == ["a.png"]
+
+
+def test_directory_without_images_is_named(images, capsys):
+    src, ref, tmp = images
+    (tmp / "empty").mkdir()
+    assert main(["color-transfer", str(tmp / "empty"), str(ref), str(tmp / "o"), *FAST]) == 1
+    _one_error_line(capsys, "without images")
