@@ -477,13 +477,15 @@ class Candidates:
             cols = ranked[r][:top]
             sub = PowerCells(cells.Y[cols], cells.h[cols], block_elements=cells.block_elements)
             kk = min(k, top)
-            pv, pi = sub.top_k(self.X[sub_rows], kk)
-            pi = cols[pi]
-            cand = self.index[sub_rows].long()
-            pv = pv.masked_fill((pi[:, :, None] == cand[:, None, :]).any(2), -torch.inf)
-            both = _by_cell(torch.cat([scores[sub_rows], pv], 1), torch.cat([cand, pi], 1))
-            vals[sub_rows], idx[sub_rows] = _best(*both, k)
             self.n_scores += sub_rows.shape[0] * top
+            for r0 in range(0, sub_rows.shape[0], _SORT_ROWS):  # bounded temporaries
+                part = sub_rows[r0 : r0 + _SORT_ROWS]
+                pv, pi = sub.top_k(self.X[part], kk)
+                pi = cols[pi]
+                cand = self.index[part].long()
+                pv = pv.masked_fill((pi[:, :, None] == cand[:, None, :]).any(2), -torch.inf)
+                both = _by_cell(torch.cat([scores[part], pv], 1), torch.cat([cand, pi], 1))
+                vals[part], idx[part] = _best(*both, k)
 
     def _slot(self, rows: Tensor) -> int | None:
         """A reference slot for new heights once ``rows`` leave theirs: one no other row uses,
