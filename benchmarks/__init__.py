@@ -22,7 +22,6 @@ BENCHMARKS = (
     "color_transfer",
     "stream",
     "stream_peers",
-    "stream_peers",
     "fit_speed",
     "da",
 )
