@@ -25,11 +25,15 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from ._transport import OTNetTransport
 from ._validation import _named, validate_X
 
-__all__ = ["OTNetSampler", "AUTO_ANGLE_FACTOR", "default_transport"]
+__all__ = ["OTNetSampler", "AUTO_ANGLE_FACTOR", "AUTO_CELL_QUANTILE", "default_transport"]
 
-#: ``angle_threshold="auto"`` is this factor times the median angle between a latent training
-#: point's cell and its second-best cell (``angle_percentiles_[50]``).
+#: ``angle_threshold="auto"`` merges cells ``j`` and ``k`` below this factor times the larger of
+#: the median angle between a latent training point's cell and its second-best cell
+#: (``angle_percentiles_[50]``) and the two cells' own lower quartiles (``angle_scales_``).
 AUTO_ANGLE_FACTOR = 1.5
+
+#: ``angle_scales_[j]``: this quantile of the angles met by the latent training points of cell j.
+AUTO_CELL_QUANTILE = 0.25
 
 
 def default_transport() -> OTNetTransport:
@@ -76,12 +80,13 @@ class OTNetSampler(BaseEstimator):
         In **degrees**, in ``[0, 180]``. Two neighbouring cells ``j`` and ``k`` are merged for
         interpolation when the angle between their supporting planes (normals ``(y_j, -1)``
         and ``(y_k, -1)``, with the data centred and scaled to unit root-mean-square radius)
-        is strictly below it. ``0`` returns exact training points. ``"auto"``:
-        ``AUTO_ANGLE_FACTOR`` (1.5) times the median angle between a latent training point's
-        cell and its second-best cell, ``1.5 * angle_percentiles_[50]``, so that the
-        threshold follows the data's spacing (37 degrees on the digits' 16-d PCA codes, 1
-        degree on a 2-D mixture of 1,000 points); the value used is ``angle_threshold_``.
-        See Notes.
+        is strictly below it. ``0`` returns exact training points. ``"auto"``: a threshold
+        per pair of cells that follows the data's spacing, ``AUTO_ANGLE_FACTOR`` (1.5) times
+        the largest of the median angle between a latent training point's cell and its
+        second-best cell (``angle_percentiles_[50]``, so at least ``angle_threshold_``) and
+        the lower quartiles of the same angles within cell ``j`` and within cell ``k``
+        (``angle_scales_``): where the data are sparse (the tails of a mode) the cells meet
+        at larger angles and the threshold grows with them. See Notes.
     n_neighbors : int, default=8
         Number of neighbouring cells considered for each latent point: those with the next
         highest scores ``<z, y_k> + h_k`` after its own cell. ``1`` is AE-OT's rule (the
@@ -122,7 +127,12 @@ class OTNetSampler(BaseEstimator):
     cell_counts_ : ndarray of shape (n_targets,)
         Number of latent training points in each cell.
     angle_threshold_ : float
-        The angle threshold used, in degrees (``angle_threshold``, or its ``"auto"`` value).
+        The angle threshold used, in degrees: ``angle_threshold``, or with ``"auto"`` the
+        smallest threshold of a pair, ``AUTO_ANGLE_FACTOR * angle_percentiles_[50]``.
+    angle_scales_ : ndarray of shape (n_targets,)
+        Per cell, the lower quartile (``AUTO_CELL_QUANTILE``) of the angle (degrees) between
+        the cell and the second-best cell of its latent training points
+        (``angle_percentiles_[50]`` for a cell that received none); used by ``"auto"``.
     angle_percentiles_ : ndarray of shape (101,)
         Percentiles 0, 1, ..., 100 of the angle (degrees) between the cell of each latent
         training point and its second-best cell: ``angle_threshold = angle_percentiles_[q]``
@@ -168,7 +178,9 @@ class OTNetSampler(BaseEstimator):
     ``pi_k(z)``. For each, the score gap ``g_k(z) = pi_j(z) - pi_k(z) >= 0`` is proportional to
     the distance from ``z`` to the facet ``{pi_j = pi_k}``.
 
-    **Interpolation.** A neighbour is merged when ``theta_jk < angle_threshold``. Its raw
+    **Interpolation.** A neighbour is merged when ``theta_jk`` is below the pair's threshold
+    (``angle_threshold``, or with ``"auto"``
+    ``1.5 * max(angle_percentiles_[50], angle_scales_[j], angle_scales_[k])``). Its raw
     weight is ``t_k = boundary_weight * max(0, 1 - g_k(z) / g_k(b_j))``, where ``b_j`` is the
     latent barycentre of cell ``j``: ``t_k`` equals ``boundary_weight`` on the facet and falls
     linearly to zero at the depth of the barycentre. With ``a_j = 1`` and
@@ -342,6 +354,13 @@ class OTNetSampler(BaseEstimator):
         nbrs, _ = self._neighbours(Z_placed, cells, 1)
         angles = self._angles(cells[:, None], nbrs)[:, 0]
         self.angle_percentiles_ = np.percentile(angles, np.arange(101))
+        # Per cell, an order statistic of its latent points' angles (sorted by cell, then angle).
+        order = np.lexsort((angles, cells))
+        starts = np.cumsum(counts) - counts
+        rank = starts + np.floor(AUTO_CELL_QUANTILE * np.maximum(counts - 1, 0)).astype(int)
+        scales = np.full(m, float(self.angle_percentiles_[50]))
+        scales[counts > 0] = angles[order][rank[counts > 0]]
+        self.angle_scales_ = scales
         self.angle_threshold_ = (
             min(180.0, AUTO_ANGLE_FACTOR * float(self.angle_percentiles_[50]))
             if self.angle_threshold == "auto"
@@ -349,12 +368,14 @@ class OTNetSampler(BaseEstimator):
         )
         return self
 
-    def _threshold(self) -> float:
-        """The angle threshold in degrees: ``angle_threshold_`` unless the parameter was set
-        to a number after ``fit`` (``set_params`` between draws)."""
-        if self.angle_threshold == "auto":
-            return self.angle_threshold_
-        return float(self.angle_threshold)
+    def _threshold(self, cells, nbrs):
+        """The angle threshold in degrees of each pair ``(cells[i], nbrs[i, k])``: the
+        parameter's value when it is a number (also when set after ``fit``, between draws),
+        else the ``"auto"`` rule (see ``angle_threshold``)."""
+        if self.angle_threshold != "auto":
+            return float(self.angle_threshold)
+        pair = np.maximum(self.angle_scales_[cells][:, None], self.angle_scales_[nbrs])
+        return np.maximum(self.angle_threshold_, AUTO_ANGLE_FACTOR * pair)
 
     def _place(self, Z) -> np.ndarray:
         """Latent coordinates to the transport's input space (see ``fit``)."""
@@ -426,7 +447,7 @@ class OTNetSampler(BaseEstimator):
         cells = np.asarray(self.transport_.predict_index(Z_placed))
         nbrs, gaps = self._neighbours(Z_placed, cells, self.n_neighbors)
         support = np.hstack([cells[:, None], nbrs])
-        merged = self._angles(cells[:, None], nbrs) < self._threshold()
+        merged = self._angles(cells[:, None], nbrs) < self._threshold(cells, nbrs)
         # Score gap of the cell's latent barycentre to each neighbour: the interpolation depth.
         depth = np.full(nbrs.shape, np.nan)
         occupied = self.cell_counts_[cells] > 0
