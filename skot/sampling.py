@@ -103,8 +103,9 @@ class OTNetSampler(BaseEstimator):
         interpolation.
     transport : OTNetTransport, default=None
         Unfitted estimator used to learn the map (cloned in ``fit``); ``None`` means
-        ``default_transport()`` (free heights, Adam steps on batches of 20,000, ``tol=0.02``). When its
-        ``random_state`` is ``None``, the clone gets a seed drawn from ``random_state``.
+        ``default_transport()`` (free heights, Adam steps on batches of 20,000,
+        ``tol=0.02``). When its ``random_state`` is ``None``, the clone gets a seed drawn
+        from ``random_state``.
     random_state : int, RandomState instance or None, default=None
         Seeds the latent sample drawn in ``fit`` (and the transport, see above).
 
