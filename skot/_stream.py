@@ -103,8 +103,9 @@ def stream_steps(
     batch's rows: a batch of ``B`` rows moves it by ``B / (n_seen + B)`` of the way to the
     iterate. So a stream continues a converged fit (which counts as its sample's rows) by
     small, ever smaller steps instead of restarting it, and noise averages out as averaged
-    SGD prescribes. Every row's cell, at the iterate's heights, is added to the running counts
-    and sums. The callback sees one record per batch; the schedule does not adapt.
+    SGD prescribes. With free heights only they move (a network, learnt from them, stays).
+    Every row's cell, at the iterate's heights, is added to the running counts and sums. The
+    callback sees one record per batch; the schedule does not adapt.
     """
     X, Y, nu = problem.source, problem.target, problem.target_weight
     n, m = X.shape[0], Y.shape[0]
@@ -118,6 +119,7 @@ def stream_steps(
     if state.average is None:
         return _optimise_stream(state, problem, config, -(-n // B), callback)
     order = torch.randperm(n, generator=state.generator, device=X.device)
+    free = getattr(state.model, "residual", None)
     start, first_step, stopped = time.perf_counter(), state.step, False
     for r0 in range(0, n, B):
         rows = order[r0 : r0 + B]
@@ -136,6 +138,10 @@ def stream_steps(
         decay = min(1.0, (config.batch_size / max(state.n_seen, 1.0)) ** _DECAY_POWER)
         for group in state.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * decay
+            if free is not None and not any(p is free for p in group["params"]):
+                # The free heights carry the solution; the network, learnt from them, stays
+                # (fresh Adam steps on its weights would move every height at once).
+                group["lr"] = 0.0
         state.optimizer.zero_grad(set_to_none=True)
         ((batch.masses.to(h.dtype) - nu) * h).sum().backward()
         state.optimizer.step()

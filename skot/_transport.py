@@ -87,8 +87,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         there are at least 10 samples per target point (with fewer, the problem is nearly a
         discrete assignment and Adam steps do better); free heights start there when the
         sample has at most 10^6 points.
-        ``partial_fit`` always takes Adam steps (its batches are parts of a stream, not the
-        whole sample).
+        ``partial_fit`` from scratch with free heights takes Newton steps on the stream's
+        buffer; otherwise Adam or averaged steps.
     max_iter : int, default=2000
         Maximum number of optimisation steps per call to ``fit``.
     tol : float, default=1e-2
@@ -329,8 +329,13 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         iterates, each weighted by its rows. After a converged ``fit`` (whose sample counts as
         rows seen) the stream continues from that map by ever smaller steps, so fresh data
         from the same distribution does not make it worse, and more data than any one sample
-        makes it better. Before the map has converged, the batches take Adam steps with the
-        fit's adaptive schedule. The first call initialises the model; later calls keep it.
+        makes it better. With free heights only they move (a network, learnt from them,
+        stays). From scratch, free heights (``"vector"``, ``"residual"``; ``epsilon=0``, no
+        ``bandwidth``) keep the stream's rows in a buffer, solved by Newton steps each time it
+        has doubled (from 10 rows per target on), so the map is that of a fit on most of the
+        rows seen; at 10^6 rows it is solved a last time and dropped, and averaged steps go on
+        from there. Otherwise, before the map has converged, the batches take Adam steps with
+        the fit's adaptive schedule. The first call initialises the model; later calls keep it.
         ``barycenters_`` and ``marginal_error_`` accumulate over every row seen (the
         marginal error is then an estimate over the stream, each row counted in the cell it
         fell in when seen). A new ``X_target`` starts from the trained heights (``f_theta``
@@ -381,7 +386,13 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         The torch-side convenience over :meth:`partial_fit`, which is the primitive: the
         model is initialised as by :meth:`fit` (unless ``warm_start``), then every batch of
         the source is given to :meth:`partial_fit` until the source ends, ``max_samples`` rows
-        have been seen or ``max_time`` seconds have passed. Memory is bounded by one batch.
+        have been seen or ``max_time`` seconds have passed. Memory is bounded by two batches
+        (one is read ahead, so that the last is known and solves the stream's buffer) plus, for
+        free heights before the map has converged, the buffer of at most 10^6 rows (see the
+        Streams page). Every batch must be a 2-D array of numbers with the first batch's number
+        of features and dtype (batches are not cast), finite, and a sampler must return the
+        rows asked for; otherwise a ``ValueError`` or ``TypeError`` names the source and the
+        batch.
 
         Parameters
         ----------
@@ -406,6 +417,18 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         -------
         self : OTNetTransport
             The fitted estimator.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skot import OTNetTransport
+        >>> def sampler(n, rng):
+        ...     return rng.normal(size=(n, 2))
+        >>> Y = np.random.default_rng(1).normal(size=(20, 2))
+        >>> ot = OTNetTransport(height="vector", random_state=0)
+        >>> ot = ot.fit_stream(sampler, X_target=Y, batch_size=1000, max_samples=5000)
+        >>> ot.n_samples_seen_
+        5000
         """
         from ._sources import fit_stream
 
@@ -432,7 +455,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         one_pass = max_steps is None
         config = self._config()
         if one_pass:
-            # A batch of a stream is not the whole sample: no exact (Newton) steps on it.
+            # A batch of a stream is not the whole sample: no Newton steps on it (the stream's
+            # buffer of rows may take them, see _stream).
             config = dataclasses.replace(config, solver="adam")
         _solver.check_solver(self.height != "network", config, self.bandwidth)
         check_hidden_layer_sizes(self.hidden_layer_sizes)
