@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main"]
+__all__ = ["console", "main"]
 
 #: Gradient thresholds of :func:`_spurious_edges` (colour values in [0, 1], per pixel step).
 STRONG_EDGE, WEAK_EDGE = 0.1, 0.02
@@ -648,6 +648,19 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         return EXIT_FAILURE
+
+
+def console() -> None:
+    """Run :func:`main` on ``sys.argv[1:]`` and end the process with its exit status.
+
+    The entry point of ``python -m skot``. Everything the command writes is flushed and
+    closed, then the process ends at once (``os._exit``): the interpreter's teardown of torch
+    and scikit-learn, which can take as long as the work on a small image, is skipped.
+    """
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _one_line(message: str) -> str:
