@@ -40,14 +40,11 @@ def default_transport() -> OTNetTransport:
     """The transport :class:`OTNetSampler` uses when ``transport=None``.
 
     Free per-point heights (a sampler is refitted, not reused on other data) optimised by
-    Adam with a step of 0.03, to a marginal error of 0.02, on batches of 20,000 latent points
-    (the default ``n_latent``: exact steps from the start, fewer of them than on growing
-    batches). Newton steps (``solver="auto"``) can stall on well separated low-dimensional
-    modes; see the generation page of the documentation.
+    Adam with a step of 0.03, to a marginal error of 0.02. Newton steps (``solver="auto"``)
+    can stall on well separated low-dimensional modes; see the generation page of the
+    documentation.
     """
-    return OTNetTransport(
-        height="vector", solver="adam", height_learning_rate=3e-2, tol=2e-2, batch_size=20000
-    )
+    return OTNetTransport(height="vector", solver="adam", height_learning_rate=3e-2, tol=2e-2)
 
 
 class OTNetSampler(BaseEstimator):
@@ -103,9 +100,8 @@ class OTNetSampler(BaseEstimator):
         interpolation.
     transport : OTNetTransport, default=None
         Unfitted estimator used to learn the map (cloned in ``fit``); ``None`` means
-        ``default_transport()`` (free heights, Adam steps on batches of 20,000,
-        ``tol=0.02``). When its ``random_state`` is ``None``, the clone gets a seed drawn
-        from ``random_state``.
+        ``default_transport()`` (free heights, Adam steps, ``tol=0.02``). When its
+        ``random_state`` is ``None``, the clone gets a seed drawn from ``random_state``.
     random_state : int, RandomState instance or None, default=None
         Seeds the latent sample drawn in ``fit`` (and the transport, see above).
 
