@@ -24,6 +24,7 @@ __all__ = [
     "heights_for",
     "insert_points",
     "refit_cells",
+    "residual_for",
     "transfer_heights",
     "warm_start_heights",
 ]
@@ -89,16 +90,29 @@ def heights_for(
     return h_new
 
 
+def residual_for(model: HeightModel, Y: Tensor, h: Tensor) -> Tensor:
+    """The residual that gives ``model`` the heights ``h`` on ``Y`` (its offset and network,
+    if any, as they are)."""
+    with torch.no_grad():
+        net = getattr(model, "net", None)
+        rest = model.offset(Y).to(h.dtype)
+        if net is not None:
+            rest = rest + net(Y).to(h.dtype)
+        return h - rest
+
+
 def carry_over_heights(
-    model: HeightModel, Y_old: Tensor, grad_old: Tensor, Y_new: Tensor, rows: Tensor
+    model: HeightModel,
+    Y_old: Tensor,
+    grad_old: Tensor,
+    Y_new: Tensor,
+    rows: Tensor,
+    h_old: Tensor | None = None,
 ) -> None:
     """Give ``model`` a fresh residual so that its heights on ``Y_new`` are
     :func:`heights_for` (the network part, if any, is kept as it is)."""
-    h_new = heights_for(model, Y_old, grad_old, Y_new, rows)
-    with torch.no_grad():
-        net = getattr(model, "net", None)
-        new = h_new - model.offset(Y_new) - (net(Y_new) if net is not None else 0.0)
-    model.residual = nn.Parameter(new)
+    h_new = heights_for(model, Y_old, grad_old, Y_new, rows, h_old)
+    model.residual = nn.Parameter(residual_for(model, Y_new, h_new).to(h_new.dtype))
 
 
 #: Frequency factors (of the network's initial Fourier frequencies) and relative ridge
@@ -137,7 +151,7 @@ def _gcv(P: Tensor, c: Tensor) -> tuple[float, float]:
     return best
 
 
-def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = None) -> None:
+def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = None) -> bool:
     """Fit the network of a residual model to its heights on ``Y``; the heights stay as they
     are (the residual keeps what the network does not explain).
 
@@ -146,10 +160,11 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
     cross-validation (on at most :data:`DISTILL_SELECTION_ROWS` targets): the network learns
     the smooth dual potential ``h(y)`` that new target points take their heights from, not
     the per-point noise, which stays in the residual. Closed form, in float64: no iterations.
+    Returns whether the network was fitted (a model without both parts is left as it is).
     """
     net = getattr(model, "net", None)
     if net is None or getattr(model, "residual", None) is None or Y.shape[0] < 2:
-        return
+        return False
     with torch.no_grad():
         c = (model(Y) - model.offset(Y)).double()
         pick = torch.arange(Y.shape[0], device=Y.device)
@@ -180,7 +195,8 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
         last = net.layers[-1]
         last.weight.copy_(coef.to(last.weight.dtype)[None, :])
         last.bias.fill_(float(c_mean - P_mean @ coef))
-        model.residual.copy_((c - net(Y).double()).to(model.residual.dtype))
+        model.residual.copy_(residual_for(model, Y, c + model.offset(Y).double()))
+    return True
 
 
 def _rows_for(mass: float, w: Tensor) -> int:
@@ -191,19 +207,6 @@ def _rows_for(mass: float, w: Tensor) -> int:
     mean = float(w.sum()) / w.shape[0]
     rows = min(math.ceil(mass / lightest) + 1, 4 * math.ceil(mass / mean) + 16)
     return int(min(w.shape[0], rows))
-
-
-def _quantile_drop(gain: Tensor, weight: Tensor, need: Tensor) -> Tensor:
-    """Per row of ``gain`` (sorted in decreasing order), the value between the last entry
-    whose cumulative ``weight`` is below ``need`` and the next one (the height threshold at
-    which exactly the entries up to it are in)."""
-    k = gain.shape[1]
-    reached = weight.double().cumsum(dim=1) >= need.double()[:, None]
-    last = torch.where(reached.any(dim=1), reached.double().argmax(dim=1), k - 1)
-    after = (last + 1).clamp_max(k - 1)
-    at, following = gain.gather(1, last[:, None]), gain.gather(1, after[:, None])
-    # Padding or rows already in (infinite): the last entry itself.
-    return torch.where(torch.isfinite(following), 0.5 * (at + following), at).squeeze(1)
 
 
 def _segment_threshold(
@@ -270,7 +273,11 @@ def insert_points(
     if short.numel():
         # Rows and columns swapped: the rows are the cells, scored by <x, y_j> - u(x).
         gain, rows = PowerCells(X, -u).top_k(Y[short], _rows_for(float(nu[short].max()), w))
-        out[short] = -_quantile_drop(gain, w[rows], nu[short]).to(h.dtype)
+        cell = short[:, None].expand_as(rows)
+        threshold, _, _ = _segment_threshold(
+            cell.reshape(-1), gain.reshape(-1), w[rows].reshape(-1), nu, h.shape[0]
+        )
+        out[short] = -threshold[short].to(h.dtype)
     return out
 
 

@@ -328,10 +328,6 @@ def _uses_newton(model: HeightModel, problem: Problem, config: SolverConfig) -> 
     return config.solver == "newton" or enough
 
 
-def _has_network(model: HeightModel) -> bool:
-    return any(name != "residual" for name, _ in model.named_parameters())
-
-
 def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
     """Whether to skip the Monte Carlo stage and take Newton steps from the start.
 
@@ -385,8 +381,7 @@ def run(
         _newton_steps(loop)
     loop.check_finite()
     result = loop.result()
-    if _has_network(state.model) and hasattr(state.model, "residual"):
-        distill(state.model, problem.target, state.generator)
+    if distill(state.model, problem.target, state.generator):
         for param in state.model.net.parameters():  # its Adam moments are stale now
             state.optimizer.state.pop(param, None)
     return result

@@ -23,7 +23,7 @@ from . import _solver, _stream
 from ._atoms import SourceAtoms, StopAtFloor
 from ._cells import FittedCellsMixin
 from ._potentials import HEIGHT_KINDS, initial_height_model
-from ._reuse import carry_over_heights, heights_for
+from ._reuse import carry_over_heights, heights_for, residual_for
 from ._snapshot import state_from_dict, state_to_dict
 from ._validation import (
     _check_array_named,
@@ -541,13 +541,9 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         heights = np.asarray(heights, dtype=np.float64)
         standardised = (heights + self.target_ @ self.center_) / self.scale_**2
         model = self._state.model
+        target = torch.as_tensor(standardised, dtype=torch.float64, device=self.device_)
         with torch.no_grad():
-            offset = model.offset(self._target_t).double()
-            net = getattr(model, "net", None)
-            if net is not None:
-                offset = offset + net(self._target_t).double()
-            target = torch.as_tensor(standardised, dtype=torch.float64, device=offset.device)
-            model.residual.copy_((target - target.mean() - offset).to(model.residual.dtype))
+            model.residual.copy_(residual_for(model, self._target_t, target - target.mean()))
         mu = None
         if sample_weight is not None:
             w = np.asarray(sample_weight, dtype=np.float64)
@@ -643,7 +639,12 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if getattr(model, "residual", None) is not None and not same_points:
             # The height function's gradient at a target point is minus its cell's barycentre.
             carry_over_heights(
-                model, self._target_t, -self._barycenters_t, self._to_tensor(Y), rows
+                model,
+                self._target_t,
+                -self._barycenters_t,
+                self._to_tensor(Y),
+                rows,
+                h_old=self._heights_t,  # the map's heights, as predict_heights takes them
             )
             self._state.optimizer = _solver.make_optimizer(model, self._config())
         self._set_target(Y, nu, ids)
