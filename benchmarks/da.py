@@ -115,8 +115,11 @@ def _pot_methods():
 
 
 def _skada_methods():
-    import skada
+    import sklearn
     from sklearn.neighbors import KNeighborsClassifier
+
+    with sklearn.config_context():  # skada turns metadata routing on globally on import
+        import skada
 
     knn = KNeighborsClassifier(n_neighbors=1)
     return {

@@ -89,7 +89,8 @@ def skot_pipeline(**params):
 # (The barycentric direction gives the same matching here, as many source as target images;
 # the user guide has its numbers, measured separately to keep this example short.)
 SKOT = {
-    "skot forward": {},
+    "skot default": {},
+    "skot forward": {"label_weight": 0.0},
     "skot class-aware": {"label_weight": 1.0},
 }
 

@@ -149,8 +149,12 @@ def check_fit_y(y) -> None:
     the target as ``y``, which a transport ignores (it would fit the identity map)."""
     if y is None:
         return
-    if np.ndim(y) == 2 or getattr(y, "ndim", 1) == 2:
-        shape = np.shape(y)
+    # Without converting y (scikit-learn's checks pass array-likes that refuse it).
+    ndim = getattr(y, "ndim", None)
+    if ndim is None and isinstance(y, list | tuple):
+        ndim = np.ndim(y)
+    if ndim == 2:
+        shape = getattr(y, "shape", None) or np.shape(y)
         raise ValueError(
             f"OTNetTransport.fit got a 2-dimensional y of shape {shape}: the target points "
             "are passed as fit(X, X_target=Y), not fit(X, Y) (y is ignored)"

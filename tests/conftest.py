@@ -20,3 +20,13 @@ def device(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_sklearn_config():
+    """Each test starts and ends with the same scikit-learn configuration (skada, for one,
+    turns metadata routing on globally when imported)."""
+    import sklearn
+
+    with sklearn.config_context():
+        yield

@@ -142,7 +142,7 @@ def _features_change(n, rng, calls=[]):  # noqa: B006
 )
 def test_bad_batches_are_clear_errors_naming_the_sampler(rng, sampler, error, match):
     Y = rng.normal(size=(10, 2))
-    ot = OTNetTransport(height="vector", random_state=0).fit(rng.normal(size=(500, 2)), Y)
+    ot = OTNetTransport(height="vector", random_state=0).fit(rng.normal(size=(500, 2)), X_target=Y)
     heights = ot.heights_.copy()
     with pytest.raises(error, match=match):
         ot.fit_stream(sampler, X_target=Y, batch_size=100, max_samples=300)
