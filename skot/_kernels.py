@@ -245,7 +245,8 @@ class PowerCells:
             val, index = self.assign(X)
             potential = (weights * val).sum()
         # float64 counts: the marginal error is compared with tolerances near float32 resolution.
-        masses = torch.bincount(index, weights=weights.double(), minlength=self.n_cells)
+        # (bincount of no rows gives integer zeros: a rank of a distributed fit may have none)
+        masses = torch.bincount(index, weights=weights.double(), minlength=self.n_cells).double()
         sums = None
         if values is not None:
             sums = torch.zeros(self.n_cells, values.shape[1], dtype=torch.float64, device=X.device)

@@ -13,6 +13,10 @@ Levenberg-Marquardt step costs one pass over the sample (the scores) plus a few
 conjugate-gradient iterations on sparse products. ``eps`` starts at the median gap between a
 sample's best and second-best score and is divided by 4 whenever the smoothed marginals are
 within half the tolerance, until the hard marginals (the actual map) are within it.
+
+Every sum over the sample (masses, energies, the Hessian's products) goes through ``group``
+(:mod:`._distributed`): with a distributed group each rank passes over its own rows and every
+rank solves the same (summed) system.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._distributed import LOCAL, LocalGroup
 from ._kernels import Candidates, PowerCells
 
 __all__ = [
@@ -49,7 +54,8 @@ class Smoothed:
     """One pass over the sample at fixed heights, at temperature ``eps``.
 
     The scores do not depend on ``eps``: :func:`resmoothed` changes the temperature without a
-    new pass.
+    new pass. Energies and masses are summed over the ranks; ``prob``, ``index`` and
+    ``scores`` are this rank's rows.
     """
 
     eps: float
@@ -73,6 +79,8 @@ def smoothed(
     eps: float | None = None,
     k: int = TOP_K,
     candidates: Candidates | None = None,
+    *,
+    group: LocalGroup = LOCAL,
 ) -> Smoothed:
     """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``).
 
@@ -88,27 +96,35 @@ def smoothed(
     else:
         vals, idx = candidates.top_k(cells, k)
     if eps is None:
-        gap = (vals[:, 0] - vals[:, 1]).median() if vals.shape[1] > 1 else vals.new_ones(())
-        eps = max(float(gap), MIN_TEMPERATURE)
-    hard = torch.zeros(Y.shape[0], dtype=torch.float64, device=X.device)
-    hard.index_add_(0, idx[:, 0], w.double())
+        gap = group.median(vals[:, 0] - vals[:, 1]) if vals.shape[1] > 1 else 1.0
+        eps = max(gap, MIN_TEMPERATURE)
+    m = Y.shape[0]
+    # The hard masses and the hard potential, summed in one collective.
+    summed = torch.zeros(m + 1, dtype=torch.float64, device=X.device)
+    summed[:m].index_add_(0, idx[:, 0], w.double())
+    summed[m] = w.double() @ vals[:, 0].double()
+    group.sum(summed)
+    hard = summed[:m]
     nu_h = float(nu.double() @ h.double())
-    hard_energy = float(w.double() @ vals[:, 0].double()) - nu_h
+    hard_energy = float(summed[m]) - nu_h
     empty = vals.new_empty(0)
     base = Smoothed(eps, 0.0, hard_energy, hard, hard, empty, idx, vals, nu_h, candidates)
-    return resmoothed(base, w, eps)
+    return resmoothed(base, w, eps, group=group)
 
 
-def resmoothed(s: Smoothed, w: Tensor, eps: float) -> Smoothed:
+def resmoothed(s: Smoothed, w: Tensor, eps: float, *, group: LocalGroup = LOCAL) -> Smoothed:
     """The same pass at temperature ``eps`` (no new scores)."""
     z = s.scores.double() / eps
     lse = torch.logsumexp(z, dim=1)
     prob = torch.exp(z - lse[:, None])
     w64 = w.double()
-    soft = torch.zeros_like(s.hard).index_add_(
-        0, s.index.reshape(-1), (w64[:, None] * prob).reshape(-1)
-    )
-    energy = eps * float(w64 @ lse) - s.nu_h
+    m = s.hard.shape[0]
+    summed = torch.zeros(m + 1, dtype=torch.float64, device=s.hard.device)
+    summed[:m].index_add_(0, s.index.reshape(-1), (w64[:, None] * prob).reshape(-1))
+    summed[m] = w64 @ lse
+    group.sum(summed)
+    soft = summed[:m]
+    energy = eps * float(summed[m]) - s.nu_h
     return Smoothed(
         eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h, s.candidates
     )
@@ -123,6 +139,7 @@ def newton_direction(
     *,
     max_iter: int = 50,
     rtol: float = 1e-3,
+    group: LocalGroup = LOCAL,
 ) -> Tensor:
     """Solve ``(H + damping D) d = nu - soft`` by Jacobi-preconditioned conjugate gradients.
 
@@ -133,13 +150,15 @@ def newton_direction(
     wp = w.double()[:, None] * s.prob / eps
     flat = s.index.reshape(-1)
     diag = torch.zeros(m, dtype=torch.float64, device=w.device).index_add_(0, flat, wp.reshape(-1))
+    group.sum(diag)
     shift = damping * diag.clamp_min(float(diag.mean()))
 
     def hessian_times(v: Tensor) -> Tensor:
         vv = v[s.index]
         centred = vv - (s.prob * vv).sum(1, keepdim=True)
         out = torch.zeros(m, dtype=torch.float64, device=w.device)
-        return out.index_add_(0, flat, (wp * centred).reshape(-1)) + shift * v
+        out.index_add_(0, flat, (wp * centred).reshape(-1))
+        return group.sum(out) + shift * v
 
     b = nu.double() - s.soft
     inv_diag = 1.0 / (diag + shift)
@@ -176,6 +195,7 @@ def newton_step(
     damping: float,
     *,
     max_tries: int = 8,
+    group: LocalGroup = LOCAL,
 ) -> tuple[Tensor | None, Smoothed, float]:
     """One damped Newton step from ``h`` (whose pass is ``current``).
 
@@ -190,12 +210,12 @@ def newton_step(
     # Allowance for float32 scores: energy differences below it are rounding, not ascent.
     noise = 1e-7 * (abs(current.energy) + 1.0)
     for _ in range(max_tries):
-        d = newton_direction(current, w, nu, eps, damping)
+        d = newton_direction(current, w, nu, eps, damping, group=group)
         if not bool(torch.isfinite(d).all()):
             damping *= 4
             continue
         k = current.index.shape[1]
-        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, k, current.candidates)
+        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, k, current.candidates, group=group)
         decrease = trial.energy <= current.energy + 1e-4 * float(g @ d) + noise
         if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
             return d, trial, max(damping / 3, 1e-6)
@@ -205,7 +225,14 @@ def newton_step(
 
 @torch.no_grad()
 def pass_at(
-    state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, candidates: int | None = None
+    state,
+    X: Tensor,
+    w: Tensor,
+    Y: Tensor,
+    nu: Tensor,
+    candidates: int | None = None,
+    *,
+    group: LocalGroup = LOCAL,
 ) -> Smoothed:
     """The smoothed pass at the current heights of ``state.model``, at ``state.temperature``
     (the initial one when ``None``, which is then stored).
@@ -218,14 +245,22 @@ def pass_at(
     cache = None
     if width >= TOP_K:
         cache = Candidates(PowerCells(Y, h), X, width)
-    current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache)
+    current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache, group=group)
     state.temperature = current.eps
     return current
 
 
 @torch.no_grad()
 def update(
-    state, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, tol: float, current: Smoothed
+    state,
+    X: Tensor,
+    w: Tensor,
+    Y: Tensor,
+    nu: Tensor,
+    tol: float,
+    current: Smoothed,
+    *,
+    group: LocalGroup = LOCAL,
 ) -> Smoothed:
     """One damped Newton step on the free heights of ``state.model``; return the pass at the
     new heights.
@@ -238,11 +273,13 @@ def update(
     sharpen = 0.5 * float((current.soft - nu.double()).abs().sum()) <= 0.5 * tol
     if sharpen and state.temperature > MIN_TEMPERATURE:
         state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
-        current = resmoothed(current, w, state.temperature)
-    d, nxt, state.damping = newton_step(X, w, Y, nu, h, current, state.temperature, state.damping)
+        current = resmoothed(current, w, state.temperature, group=group)
+    d, nxt, state.damping = newton_step(
+        X, w, Y, nu, h, current, state.temperature, state.damping, group=group
+    )
     if d is None:
         state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
-        return resmoothed(current, w, state.temperature)
+        return resmoothed(current, w, state.temperature, group=group)
     model.residual += d.to(model.residual.dtype)
     model.residual -= (nu * model.residual).sum()  # a constant shift: the pass stays valid
     return nxt

@@ -170,7 +170,11 @@ class ResidualHeights(HeightModel):
 
 
 def gaussian_offset(
-    X: Tensor, Y: Tensor, x_weight: Tensor | None = None, y_weight: Tensor | None = None
+    X: Tensor,
+    Y: Tensor,
+    x_weight: Tensor | None = None,
+    y_weight: Tensor | None = None,
+    group=None,
 ) -> tuple[Tensor, Tensor]:
     """Centre ``c`` and precision ``P`` of the dual potential of the Gaussian OT map.
 
@@ -179,10 +183,11 @@ def gaussian_offset(
     definite; its Brenier potential is ``x^T A x / 2 + <c, x>``, whose Legendre dual gives
     heights ``-1/2 (y - c)^T A^-1 (y - c)``. Returns ``(c, A^-1)`` in float64. Covariances get
     a small ridge so that degenerate data (fewer samples than features, flat directions) stay
-    well conditioned.
+    well conditioned. With a distributed ``group`` the source's moments are summed over the
+    ranks (each holding some of its rows).
     """
 
-    def moments(Z, w):
+    def moments(Z, w, group=None):
         # Accumulated in float64 over row chunks: no full-size float64 copy of the data.
         n, d = Z.shape
         total = torch.zeros((), dtype=torch.float64, device=Z.device)
@@ -199,6 +204,9 @@ def gaussian_offset(
             total += wc.sum()
             first += wc @ Zc
             second += Zc.T @ (Zc * wc[:, None])
+        if group is not None and group.distributed:
+            flat = group.sum(torch.cat([total[None], first, second.reshape(-1)]))
+            total, first, second = flat[0], flat[1 : d + 1], flat[d + 1 :].view(d, d)
         mean = first / total
         return mean, second / total - torch.outer(mean, mean)
 
@@ -208,7 +216,7 @@ def gaussian_offset(
         vals = vals.rsqrt() if inverse else vals.sqrt()
         return (vecs * vals) @ vecs.T
 
-    ms, Cs = moments(X, x_weight)
+    ms, Cs = moments(X, x_weight, group)
     mt, Ct = moments(Y, y_weight)
     d = X.shape[1]
     ridge = 1e-3 * (torch.trace(Cs) + torch.trace(Ct)) / (2 * d) + 1e-12
@@ -287,13 +295,15 @@ def initial_height_model(
     fourier_scale: float,
     init: str,
     generator: torch.Generator,
+    group=None,
 ) -> HeightModel:
     """The height model a fit starts from, for source ``X`` and target ``Y`` (standardised).
 
     Fourier frequencies of the network are ``fourier_scale`` over the typical spacing of the
     target points; ``init="gaussian"`` starts from the optimal affine map between Gaussians
     with the moments of source and target (:func:`gaussian_offset`), ``"voronoi"`` from the
-    nearest-target map.
+    nearest-target map. With a distributed ``group``, ``X`` is this rank's rows and the source
+    moments are the union's.
     """
     frequency = 0.0
     if kind != "vector" and fourier_scale > 0:
@@ -302,7 +312,7 @@ def initial_height_model(
         kind, X.shape[1], Y.shape[0], hidden_layer_sizes, frequency, generator=generator
     )
     if init == "gaussian":
-        center, precision = gaussian_offset(X, Y, x_weight, y_weight)
+        center, precision = gaussian_offset(X, Y, x_weight, y_weight, group=group)
         with torch.no_grad():
             model.offset_center.copy_(center)
             model.offset_precision.copy_(precision)

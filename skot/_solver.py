@@ -11,6 +11,9 @@ Pure torch, no scikit-learn. The pieces, each usable alone:
   to the whole sample; there, free per-point heights take damped Newton steps on a smoothed
   energy instead (:mod:`._newton`). :func:`run` returns a frozen :class:`SolverResult`.
 - Every pass over the scores goes through :class:`~._kernels.PowerCells`.
+- Data-parallel fits: each rank's :class:`Problem` holds its own rows and a
+  :class:`~._distributed.Group`; every pass is local and its sums go through the group, so
+  every rank takes the same steps (:mod:`._distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import _newton
+from ._distributed import LOCAL, LocalGroup
 from ._kernels import Candidates, CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
 from ._reuse import distill, warm_start_heights
@@ -58,7 +62,10 @@ class Problem:
     """A semi-discrete problem in the solver's (normalised) coordinates.
 
     ``source_weight`` sums to one (``None``: uniform). With ``bandwidth > 0`` the source is the
-    sample smoothed by a Gaussian kernel, a measure with a density.
+    sample smoothed by a Gaussian kernel, a measure with a density. With a distributed
+    ``group``, ``source`` holds this rank's rows (possibly none) and ``source_weight`` their
+    share of the union's weights, which sum to one over all ranks (``None``: uniform over the
+    union); the target is the same on every rank.
     """
 
     source: Tensor
@@ -66,33 +73,67 @@ class Problem:
     target_weight: Tensor
     source_weight: Tensor | None = None
     bandwidth: float = 0.0
+    group: LocalGroup = LOCAL
     _cdf: Tensor | None = field(default=None, init=False, repr=False)
+    _n_total: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self):
+        n = self.source.shape[0]
+        self._n_total = n
+        if self.group.distributed:
+            # A collective: every rank builds its problem at the same time.
+            self._n_total = int(round(self.group.sum_float(n)))
+            if self.source_weight is None:
+                self.source_weight = self.source.new_full((n,), 1.0 / self._n_total)
 
     @property
     def n_samples(self) -> int:
-        return self.source.shape[0]
+        """Rows of the source (over all ranks)."""
+        return self._n_total
 
     @property
     def is_empirical(self) -> bool:
         """The source is the (weighted) sample itself, so full-sample masses are exact."""
         return self.bandwidth == 0
 
-    def draw(self, batch_size: int, generator: torch.Generator) -> Tensor:
-        """Draw a Monte Carlo batch of source points (with replacement)."""
+    def draw(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Draw a Monte Carlo batch of source points (with replacement) and their weights
+        (``None``: uniform).
+
+        With a distributed group each rank draws its share of ``batch_size`` from its own
+        rows, with its own seed, weighted so that the union of the ranks' draws estimates the
+        union's cell masses.
+        """
         dev = self.source.device
+        n_local = self.source.shape[0]
+        weights = None
+        if self.group.distributed:
+            generator = self.group.seed(generator)
+            share = float(self.source_weight.double().sum()) if n_local else 0.0
+            batch_size = max(1, round(batch_size * share)) if share > 0 else 0
+            weights = self.source.new_full((batch_size,), share / max(batch_size, 1))
         if self.source_weight is None:
-            idx = torch.randint(self.n_samples, (batch_size,), generator=generator, device=dev)
+            idx = torch.randint(n_local, (batch_size,), generator=generator, device=dev)
+        elif batch_size == 0:
+            idx = torch.zeros(0, dtype=torch.long, device=dev)
         else:
             if self._cdf is None:
                 self._cdf = torch.cumsum(self.source_weight.double(), 0)
                 self._cdf /= self._cdf[-1].clone()
             u = torch.rand(batch_size, generator=generator, device=dev, dtype=torch.float64)
-            idx = torch.searchsorted(self._cdf, u).clamp_(max=self.n_samples - 1)
+            idx = torch.searchsorted(self._cdf, u).clamp_(max=n_local - 1)
         x = self.source[idx]
         if self.bandwidth > 0:
             noise = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
             x = x + self.bandwidth * noise
-        return x
+        return x, weights
+
+    def sums(self, cells: PowerCells, X: Tensor, weights: Tensor | None, **kwargs) -> CellSums:
+        """:meth:`~._kernels.PowerCells.cell_sums` of rows ``X``, summed over the ranks."""
+        local = cells.cell_sums(X, weights, **kwargs)
+        if not self.group.distributed:
+            return local
+        return _summed(self.group, local)
 
 
 @dataclass(frozen=True)
@@ -253,15 +294,19 @@ def restart_schedule(
             # One full pass keeps each row's best cells; the warm-start corrections and the
             # first Newton step read them.
             candidates = Candidates(PowerCells(Y, h), X, _newton.CANDIDATES)
-            if new_points is not None:
+            # The corrections read every row's candidates: one process only (a distributed
+            # warm start starts from the carried-over heights).
+            if new_points is not None and not problem.group.distributed:
                 warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
                 model.residual += (warm - h).to(model.residual.dtype)
                 h = model(Y)
-            first = _newton.smoothed(X, w, Y, h, nu, None, _newton.TOP_K, candidates)
+            first = _newton.smoothed(
+                X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group
+            )
             error = marginal_error(first.hard, nu)
         else:
-            masses = _cells(problem, h, config).cell_sums(
-                X, problem.source_weight, epsilon=config.epsilon
+            masses = problem.sums(
+                _cells(problem, h, config), X, problem.source_weight, epsilon=config.epsilon
             )
             error = marginal_error(masses.masses, nu)
     point = next((entry for entry in state.schedule if entry.error <= error), None)
@@ -284,7 +329,10 @@ def restart_schedule(
     if newton:
         if temperature is None:
             state.temperature = first.eps
-        state.first_pass = (h, _newton.resmoothed(first, w, state.temperature))
+        state.first_pass = (
+            h,
+            _newton.resmoothed(first, w, state.temperature, group=problem.group),
+        )
     return error
 
 
@@ -337,6 +385,22 @@ def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) ->
     so there is nothing for Monte Carlo steps to train.
     """
     return config.solver == "newton" or problem.n_samples <= config.max_eval_samples
+
+
+def _summed(group: LocalGroup, local: CellSums) -> CellSums:
+    """The masses, sums and potential of ``local`` summed over the ranks, in one collective
+    (the assignment stays local)."""
+    parts = [p for p in (local.masses, local.sums, local.potential) if p is not None]
+    flat = torch.cat([p.double().reshape(-1) for p in parts])
+    group.sum(flat)
+    out, at = [], 0
+    for p in (local.masses, local.sums, local.potential):
+        if p is None:
+            out.append(None)
+            continue
+        out.append(flat[at : at + p.numel()].view(p.shape).to(p.dtype))
+        at += p.numel()
+    return CellSums(out[0], out[1], out[2], local.index)
 
 
 def _source_weights(problem: Problem) -> Tensor:
@@ -396,6 +460,8 @@ class _Loop:
         self.state, self.problem, self.config, self.callback = state, problem, config, callback
         self.eval_X, self.eval_w = _evaluation_set(state, problem, config)
         self.eval_is_sample = self.eval_X is problem.source
+        # Rows of the evaluation set over all ranks (each rank holds its share).
+        self.n_eval = problem.n_samples if self.eval_is_sample else config.max_eval_samples
         cap = config.max_batch_size or config.max_eval_samples
         self.max_batch = problem.n_samples if problem.is_empirical else cap
         self.first_step = state.step
@@ -482,7 +548,9 @@ def summarize(
     with torch.no_grad():
         h = state.model(problem.target)
     w = _source_weights(problem)
-    sums = _cells(problem, h, config).cell_sums(problem.source, w, problem.source, index=index)
+    sums = problem.sums(
+        _cells(problem, h, config), problem.source, w, values=problem.source, index=index
+    )
     error = state.error
     if problem.is_empirical and config.epsilon == 0:
         error = marginal_error(sums.masses, problem.target_weight)
@@ -511,8 +579,9 @@ def _evaluation_set(
     if problem.is_empirical and problem.n_samples <= config.max_eval_samples:
         return problem.source, problem.source_weight
     if state.eval_source is None or state.eval_source.shape[1] != problem.source.shape[1]:
-        state.eval_source = problem.draw(config.max_eval_samples, state.generator)
-        state.eval_weight = None
+        state.eval_source, state.eval_weight = problem.draw(
+            config.max_eval_samples, state.generator
+        )
     return state.eval_source, state.eval_weight
 
 
@@ -535,8 +604,8 @@ def _adam_steps(loop: _Loop, hand_over: bool) -> None:
         if full:
             xb, wb = problem.source, problem.source_weight
         else:
-            xb, wb = problem.draw(state.batch_size, state.generator), None
-        batch = _cells(problem, h, config).cell_sums(xb, wb, epsilon=config.epsilon)
+            xb, wb = problem.draw(state.batch_size, state.generator)
+        batch = problem.sums(_cells(problem, h, config), xb, wb, epsilon=config.epsilon)
         energy = float(batch.potential - (nu * h.detach()).sum())
         if not math.isfinite(energy):
             loop.diverged("energy")
@@ -558,14 +627,15 @@ def _adam_steps(loop: _Loop, hand_over: bool) -> None:
                 loop.keep_good()
             continue
         eval_every = config.eval_every or max(
-            10, math.ceil(2 * loop.eval_X.shape[0] / state.batch_size)
+            10, math.ceil(2 * loop.n_eval / state.batch_size)
         )
         if state.step % eval_every and state.step < loop.end_step:
             continue
         loop.check_finite()
         with torch.no_grad():
             h = state.model(Y)
-        ev = _cells(problem, h, config).cell_sums(loop.eval_X, loop.eval_w, epsilon=config.epsilon)
+        cells = _cells(problem, h, config)
+        ev = problem.sums(cells, loop.eval_X, loop.eval_w, epsilon=config.epsilon)
         loop.keep_good()
         exact = loop.eval_is_sample and hard
         loop.last = ev if exact else None
@@ -587,14 +657,14 @@ def _newton_steps(loop: _Loop) -> None:
                 current = first
     while loop.running:
         if current is None:
-            current = _newton.pass_at(state, X, w, Y, nu)
+            current = _newton.pass_at(state, X, w, Y, nu, group=problem.group)
         state.step += 1
         state.energies.append(current.hard_energy)
         if not math.isfinite(current.hard_energy):
             loop.diverged("energy")
         if loop.evaluate(marginal_error(current.hard, nu), exact=True):
             break
-        current = _newton.update(state, X, w, Y, nu, loop.config.tol, current)
+        current = _newton.update(state, X, w, Y, nu, loop.config.tol, current, group=problem.group)
     if current is not None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
 

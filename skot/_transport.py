@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _solver, _stream
 from ._atoms import SourceAtoms, StopAtFloor
 from ._cells import FittedCellsMixin
+from ._distributed import LOCAL, process_group
 from ._potentials import HEIGHT_KINDS, initial_height_model
 from ._reuse import carry_over_heights, heights_for, residual_for
 from ._snapshot import state_from_dict, state_to_dict
@@ -34,6 +35,7 @@ from ._validation import (
     check_range,
     resolve_device,
     standardization,
+    validate_distributed_inputs,
     validate_fit_inputs,
     validate_X,
 )
@@ -118,6 +120,16 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or the
         equivalent ``torch.device``.
+    distributed : bool, default=False
+        Data-parallel ``fit`` over the default ``torch.distributed`` process group (initialised
+        by the caller, e.g. under ``torchrun``): every rank calls ``fit`` with its own rows as
+        ``X`` (any number, even none; ``sample_weight`` for them) and the same ``X_target``,
+        and every rank ends with the same fitted estimator, that of one process fitting the
+        union of the rows (up to the order of float sums). Cell masses, energies, barycentre
+        sums and the Newton Hessian's products are all-reduced; each rank draws its Monte Carlo
+        batches from its own rows. ``transform`` needs no process group, and a pickled
+        estimator is an ordinary one. ``partial_fit`` and ``fit_stream`` are one process
+        only. See the user guide's "Multi-GPU and multi-node" page.
     warm_start : bool, default=False
         Whether ``fit`` continues from the previous solution instead of starting afresh.
     random_state : int, RandomState instance or None, default=None
@@ -224,6 +236,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "bandwidth": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
+        "distributed": ["boolean"],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -247,6 +260,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         epsilon=0.0,
         bandwidth=0.0,
         device="auto",
+        distributed=False,
         warm_start=False,
         random_state=None,
         verbose=0,
@@ -267,6 +281,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         self.epsilon = epsilon
         self.bandwidth = bandwidth
         self.device = device
+        self.distributed = distributed
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -453,6 +468,12 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         interruption (``KeyboardInterrupt``) leaves the attributes of the last finite state.
         """
         one_pass = max_steps is None
+        if one_pass and self.distributed:
+            raise ValueError(
+                "partial_fit and fit_stream run in one process: distributed=True is for fit "
+                "(each rank's rows in one call); set distributed=False to stream"
+            )
+        group = process_group(self.distributed)
         config = self._config()
         if one_pass:
             # A batch of a stream is not the whole sample: no Newton steps on it (the stream's
@@ -462,9 +483,23 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         saved = dict(self.__dict__)
         try:
-            X, mu, Y, nu, ids = validate_fit_inputs(
-                self, X, X_target, sample_weight, target_weight, target_ids, reset=not incremental
-            )
+            if group.distributed:
+                X, mu, Y, nu, ids, center, scale = validate_distributed_inputs(
+                    self, group, X, X_target, sample_weight, target_weight, target_ids
+                )
+                if incremental:
+                    check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
+                    center, scale = self.center_, self.scale_
+            else:
+                X, mu, Y, nu, ids = validate_fit_inputs(
+                    self,
+                    X,
+                    X_target,
+                    sample_weight,
+                    target_weight,
+                    target_ids,
+                    reset=not incremental,
+                )
             if incremental:
                 device = self.device_
                 check_range(X, self.center_, self.scale_, "X", fitted=True)
@@ -472,16 +507,18 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                     check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
             else:
                 device = resolve_device(self.device)
-                center, scale = standardization(X, mu, Y, nu)
+                if not group.distributed:
+                    center, scale = standardization(X, mu, Y, nu)
             atoms = None
-            if not one_pass and self.bandwidth == 0 and self.epsilon == 0:
+            # The atoms of a union of rows held by several ranks are not known to any of them.
+            if not one_pass and self.bandwidth == 0 and self.epsilon == 0 and not group.distributed:
                 atoms = SourceAtoms.of(X, mu, self.target_weight_ if Y is None else nu)
             if not incremental:
                 for attr in ("_state", "target_"):
                     self.__dict__.pop(attr, None)
                 self.device_ = device
                 self.center_, self.scale_ = center, scale
-                self._init_state(X, mu, Y, nu, ids, device)
+                self._init_state(X, mu, Y, nu, ids, device, group)
                 self.n_iter_ = 0
         except BaseException:
             # Bad input (or an interruption) before any training: the estimator as it was.
@@ -491,7 +528,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if incremental and not one_pass:
             _stream.stop_stream(self._state)  # a fit continues from the map the stream used
         new_points = self._change_target(Y, nu, ids) if incremental and Y is not None else None
-        problem = self._problem(X, mu)
+        problem = self._problem(X, mu, group)
         if new_points is not None:
             _solver.restart_schedule(self._state, problem, config, new_points)
         if one_pass:
@@ -592,11 +629,13 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             solver=self.solver,
         )
 
-    def _init_state(self, X, mu, Y, nu, ids, device):
+    def _init_state(self, X, mu, Y, nu, ids, device, group=LOCAL):
         # One centre and one scale for source and target (``center_``, ``scale_``, set by
         # ``_fit`` from ``standardization``): the map is equivariant under them, and the
         # optimiser then works in units where defaults make sense.
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        if group.distributed:  # rank 0's seed: the same model on every rank
+            seed = int(group.gather(seed)[0])
         generator = torch.Generator(device=device).manual_seed(seed)
         model = initial_height_model(
             self.height,
@@ -608,6 +647,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             fourier_scale=self.fourier_scale,
             init=self.init,
             generator=torch.Generator().manual_seed(seed),
+            group=group,
         )
         self._state = _solver.init_state(model.to(device), self._config(), generator)
         self._set_target(Y, nu, ids)
@@ -672,7 +712,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             out[r0 : r0 + rows] = torch.from_numpy(chunk)
         return out.to(device or self.device_)
 
-    def _problem(self, X, mu) -> _solver.Problem:
+    def _problem(self, X, mu, group=LOCAL) -> _solver.Problem:
         return _solver.Problem(
             source=self._to_tensor(X),
             target=self._target_t,
@@ -681,6 +721,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             if mu is None
             else torch.as_tensor(mu, dtype=_DTYPE, device=self.device_),
             bandwidth=self.bandwidth,
+            group=group,
         )
 
     def _finish(self, result: _solver.SolverResult) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "source_atoms",
     "standardization",
     "validate_X",
+    "validate_distributed_inputs",
     "validate_fit_inputs",
 ]
 
@@ -215,14 +216,18 @@ def _check_target_ids(ids, m: int) -> np.ndarray:
     return ids
 
 
-def validate_fit_inputs(estimator, X, X_target, sample_weight, target_weight, target_ids, reset):
+def validate_fit_inputs(
+    estimator, X, X_target, sample_weight, target_weight, target_ids, reset, local=False
+):
     """Validate what ``fit`` / ``partial_fit`` receive; return ``(X, mu, Y, nu, ids)``.
 
     ``mu`` and ``nu`` are normalised weights (``mu=None``: uniform), ``Y`` the target with
     identical points merged and zero-weight points dropped (``None`` when ``partial_fit``
-    keeps the current target), ``ids`` the matching ``target_ids``.
+    keeps the current target), ``ids`` the matching ``target_ids``. ``local=True``: ``X`` is
+    already validated (one rank's rows, possibly none).
     """
-    X = validate_X(estimator, X, reset=reset, ensure_min_samples=2)
+    if not local:
+        X = validate_X(estimator, X, reset=reset, ensure_min_samples=2)
     n = X.shape[0]
     mu = None if sample_weight is None else _check_weights(sample_weight, n, "sample_weight")
     if X_target is None:
@@ -307,15 +312,7 @@ def check_range(A: np.ndarray, center: np.ndarray, scale: float, name: str, fitt
     )
 
 
-def standardization(X, mu, Y, nu) -> tuple[np.ndarray, float]:
-    """Centre and scale of the internal standardisation ``x' = (x - center) / scale``, checked.
-
-    One centre (the source mean) and one scale for source and target, from the mean squared
-    distance to the centre, computed in float64 chunk by chunk (no ``n x d`` temporary, no
-    cancellation). Raises :class:`~skot.exceptions.DataRangeError` when the values' squares
-    overflow float64, when the spread's square underflows it, or when some rows lie so far out
-    that their standardised scores overflow float32 (:func:`check_range`).
-    """
+def _check_magnitude(X, Y) -> None:
     d = X.shape[1]
     # The centred values' squares, summed over the features, must stay finite (with room for
     # the heights in the input's units, about scale**2 times the solver's).
@@ -329,15 +326,39 @@ def standardization(X, mu, Y, nu) -> tuple[np.ndarray, float]:
                 f"which overflow float64 above about {limit:.3g} (with {d} features). Rescale "
                 "the data (divide X and X_target by a common factor)."
             )
+
+
+def _weighted_spread(A, weights, center) -> float:
+    spread = 0.0
+    for r0, chunk in _chunks(A):
+        D = chunk.astype(np.float64) - center
+        spread += float(weights[r0 : r0 + chunk.shape[0]] @ np.einsum("ij,ij->i", D, D))
+    return spread
+
+
+def standardization(X, mu, Y, nu, group=None) -> tuple[np.ndarray, float]:
+    """Centre and scale of the internal standardisation ``x' = (x - center) / scale``, checked.
+
+    One centre (the source mean) and one scale for source and target, from the mean squared
+    distance to the centre, computed in float64 chunk by chunk (no ``n x d`` temporary, no
+    cancellation). Raises :class:`~skot.exceptions.DataRangeError` when the values' squares
+    overflow float64, when the spread's square underflows it, or when some rows lie so far out
+    that their standardised scores overflow float32 (:func:`check_range`). With a distributed
+    ``group`` (:mod:`._distributed`), ``X`` and ``mu`` are this rank's rows and their share of
+    the union's weights, and the moments are the union's.
+    """
+    d = X.shape[1]
+    _check_magnitude(X, Y)
     w = np.full(X.shape[0], 1.0 / X.shape[0]) if mu is None else mu
     center = np.zeros(d)
     for r0, chunk in _chunks(X):
         center += w[r0 : r0 + chunk.shape[0]] @ chunk.astype(np.float64)
-    spread = 0.0
-    for A, weights in ((X, w), (Y, nu)):
-        for r0, chunk in _chunks(A):
-            D = chunk.astype(np.float64) - center
-            spread += float(weights[r0 : r0 + chunk.shape[0]] @ np.einsum("ij,ij->i", D, D))
+    if group is not None:
+        center = group.sum_array(center)
+    spread = _weighted_spread(X, w, center)
+    if group is not None:
+        spread = group.sum_float(spread)
+    spread += _weighted_spread(Y, nu, center)
     variance = spread / (2 * d)
     if not variance >= _MIN_VARIANCE:
         far = max(_max_distance(X, center), _max_distance(Y, center))
@@ -351,6 +372,79 @@ def standardization(X, mu, Y, nu) -> tuple[np.ndarray, float]:
     check_range(X, center, scale, "X", fitted=False)
     check_range(Y, center, scale, "X_target", fitted=False)
     return center, scale
+
+
+def validate_distributed_inputs(
+    estimator, group, X, X_target, sample_weight, target_weight, target_ids
+):
+    """:func:`validate_fit_inputs` and :func:`standardization` for a data-parallel fit.
+
+    ``X`` and ``sample_weight`` are this rank's rows (possibly none); ``X_target``,
+    ``target_weight`` and ``target_ids`` must be the same on every rank. Returns
+    ``(X, mu, Y, nu, ids, center, scale)`` with ``mu`` this rank's share of the union's
+    weights (summing to one over the ranks). Every rank checks its inputs and the ranks agree
+    (``group.agree``) before each collective, so a bad input on one rank is an error on all
+    of them, never a rank left waiting.
+    """
+    error = mu = Y = nu = ids = None
+    try:
+        if X_target is None:
+            raise ValueError(
+                "distributed=True needs X_target (the same on every rank): with X_target=None "
+                "each rank would map its own rows onto themselves"
+            )
+        X = validate_X(estimator, X, reset=True, ensure_min_samples=0)
+        _, _, Y, nu, ids = validate_fit_inputs(
+            estimator, X[:0], X_target, None, target_weight, target_ids, reset=True, local=True
+        )
+        w = np.full(X.shape[0], 1.0)
+        if sample_weight is not None:
+            w = _check_array_named(
+                sample_weight, "sample_weight", ensure_2d=False, dtype=np.float64
+            )
+            if w.ndim != 1 or w.shape[0] != X.shape[0]:
+                raise ValueError(
+                    f"sample_weight must have shape ({X.shape[0]},) (this rank's rows), got "
+                    f"{w.shape}"
+                )
+            if (w < 0).any():
+                raise ValueError(f"sample_weight must be non-negative, got a minimum of {w.min()}")
+        _check_magnitude(X, Y)
+    except Exception as exc:  # agreed on below: every rank raises
+        error = exc
+    group.agree(error)
+    fingerprint = [X.shape[1], _digest(Y), _digest(nu), None if ids is None else _digest(ids)]
+    prints = group.gather(fingerprint)
+    n_rows, total = group.sum_array(np.array([X.shape[0], float(w.sum())]))
+    if any(p != prints[0] for p in prints):
+        bad = next(r for r, p in enumerate(prints) if p != prints[0])
+        what = (
+            "the number of features"
+            if prints[bad][0] != prints[0][0]
+            else ("X_target, target_weight or target_ids")
+        )
+        raise ValueError(
+            f"ranks 0 and {bad} were given different {what}: with distributed=True every rank "
+            "passes its own rows as X (and sample_weight) and the same target"
+        )
+    if n_rows < 2:
+        raise ValueError(f"the ranks hold {int(n_rows)} source rows in all; at least 2 are needed")
+    if not total > 0:
+        raise ValueError("sample_weight must not be all zero over the ranks")
+    mu = w / total
+    try:
+        center, scale = standardization(X, mu, Y, nu, group=group)
+    except DataRangeError as exc:  # raised after the collectives: agreed on below
+        error, center, scale = exc, None, None
+    group.agree(error)
+    return X, mu, Y, nu, ids, center, scale
+
+
+def _digest(A) -> str:
+    import hashlib
+
+    A = np.ascontiguousarray(A)
+    return hashlib.sha1(str((A.dtype, A.shape)).encode() + A.tobytes()).hexdigest()
 
 
 # ------------------------------------------------------------------ atoms of the source

@@ -4,6 +4,9 @@
   represented in the arithmetic the map needs (squares in float64, scores in float32).
 - :class:`DivergenceError` (a ``ValueError``): training produced a non-finite energy or
   non-finite heights; the last finite state is kept.
+- :class:`DistributedError` (a ``RuntimeError``): a data-parallel fit
+  (``distributed=True``) failed on another rank, or a collective operation failed or timed
+  out; every rank raises it instead of waiting.
 - :class:`AtomicSourceWarning` (a :class:`~sklearn.exceptions.ConvergenceWarning`, so a
   ``UserWarning``): the source has atoms (repeated rows, or rows with large weights) that no
   hard map can split, so the marginal error cannot reach ``tol``.
@@ -18,12 +21,14 @@ from __future__ import annotations
 
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 
+from ._distributed import DistributedError
 from ._solver import DivergenceError
 
 __all__ = [
     "AtomicSourceWarning",
     "ConvergenceWarning",
     "DataRangeError",
+    "DistributedError",
     "DivergenceError",
     "NotFittedError",
 ]

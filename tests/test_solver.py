@@ -220,7 +220,9 @@ def test_weighted_draw_follows_weights():
     X = torch.arange(4.0)[:, None]
     w = torch.tensor([0.1, 0.0, 0.6, 0.3])
     problem = _solver.Problem(source=X, target=X, target_weight=w, source_weight=w)
-    draw = problem.draw(40_000, torch.Generator().manual_seed(0))[:, 0].long()
+    draw, weights = problem.draw(40_000, torch.Generator().manual_seed(0))
+    assert weights is None  # uniform over the draw (one process)
+    draw = draw[:, 0].long()
     freq = np.bincount(draw.numpy(), minlength=4) / 40_000
     np.testing.assert_allclose(freq, w.numpy(), atol=0.01)
     assert freq[1] == 0
