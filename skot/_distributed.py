@@ -1,12 +1,16 @@
-"""The ranks that share one data-parallel fit, over ``torch.distributed`` (pure torch).
+"""The ranks that share one fit, over ``torch.distributed`` (pure torch).
 
-Each rank holds its own rows of the source; every pass over them is local (the kernels return
+Two layouts. *Data parallel* (:class:`Group`):
+each rank holds its own rows of the source; every pass over them is local (the kernels return
 local sums) and a :class:`Group` sums what the solver needs across ranks: cell masses,
 energies, barycentre sums and the Newton Hessian's products. Everything the solver decides
 (a step accepted, a temperature lowered, convergence) then depends on summed values only,
 which an all-reduce hands to every rank bit for bit, so every rank takes the same steps and
-ends with the same heights. :data:`LOCAL` is the single-process group: every sum is the
-identity.
+ends with the same heights. *Target sharded* (:class:`TargetShards`): every rank holds the
+same rows and the same targets, and each scores only its slice of the target columns in the
+full passes (:class:`~._kernels.ShardedCells`); the rows' best cells are all-gathered, and
+all the rest is computed the same way on every rank. :data:`LOCAL` is the single-process
+group: every sum is the identity.
 
 A rank that fails before a collective would leave the others waiting: inputs are checked on
 every rank and the outcome agreed on (:meth:`Group.agree`) before any solver step, and a
@@ -22,7 +26,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LOCAL", "DistributedError", "Group", "LocalGroup", "process_group"]
+from ._kernels import PowerCells, ShardedCells
+
+__all__ = [
+    "LOCAL",
+    "DistributedError",
+    "Group",
+    "LocalGroup",
+    "TargetShards",
+    "process_group",
+]
 
 
 class DistributedError(RuntimeError):
@@ -34,7 +47,12 @@ class LocalGroup:
 
     rank = 0
     size = 1
-    distributed = False
+    distributed = False  # several ranks (inputs agreed on, seeds shared)
+    splits_rows = False  # each rank holds its own rows, and sums over rows are summed here
+
+    def cells(self, Y: Tensor, h: Tensor, block_elements: int | None = None) -> PowerCells:
+        """The power diagram for the fit's passes (:class:`~._kernels.PowerCells`)."""
+        return PowerCells(Y, h, block_elements=block_elements)
 
     def sum(self, tensor: Tensor) -> Tensor:
         """``tensor`` summed over the ranks, in place (returned)."""
@@ -81,6 +99,7 @@ class Group(LocalGroup):
     """
 
     distributed = True
+    splits_rows = True
 
     def __init__(self, process_group=None):
         import torch.distributed as dist
@@ -142,6 +161,13 @@ class Group(LocalGroup):
         self._collective(self._dist.all_gather_object, out, obj)
         return out
 
+    def gather_tensor(self, tensor: Tensor) -> list[Tensor]:
+        """``tensor`` of every rank (same shape and dtype on all), in rank order."""
+        moved = tensor if tensor.device.type == self._device.type else tensor.to(self._device)
+        out = [torch.empty_like(moved) for _ in range(self.size)]
+        self._collective(self._dist.all_gather, out, moved)
+        return [t.to(tensor.device) for t in out]
+
     def agree(self, error: BaseException | None) -> None:
         """Every rank says whether it failed; if any did, every rank raises (the failing
         ranks their own error, the others a :class:`DistributedError` naming them)."""
@@ -161,10 +187,37 @@ class Group(LocalGroup):
         return own.manual_seed((seed + 1_000_003 * self.rank) % 2**63)
 
 
-def process_group(distributed: bool) -> LocalGroup:
-    """The group of a fit: :data:`LOCAL`, or with ``distributed=True`` the default process
-    group of ``torch.distributed`` (initialised by the user, e.g. under ``torchrun``)."""
-    if not distributed:
+class TargetShards(Group):
+    """The ranks of a target-sharded fit: the same rows and targets on every rank, each rank
+    scoring its slice of the targets in the full passes (sums over rows are local: every rank
+    holds all of them)."""
+
+    splits_rows = False
+
+    def sum(self, tensor: Tensor) -> Tensor:
+        return tensor
+
+    def sum_array(self, array: np.ndarray) -> np.ndarray:
+        return np.asarray(array, dtype=np.float64)
+
+    def sum_float(self, value: float) -> float:
+        return float(value)
+
+    def median(self, values: Tensor) -> float:
+        return LocalGroup.median(self, values)
+
+    def seed(self, generator: torch.Generator) -> torch.Generator:
+        return generator  # the same draws on every rank
+
+    def cells(self, Y: Tensor, h: Tensor, block_elements: int | None = None) -> PowerCells:
+        return ShardedCells(Y, h, self, block_elements=block_elements)
+
+
+def process_group(distributed) -> LocalGroup:
+    """The group of a fit: :data:`LOCAL` (``False``), or over the default process group of
+    ``torch.distributed`` (initialised by the user, e.g. under ``torchrun``): ``True`` or
+    ``"data"`` a :class:`Group`, ``"targets"`` :class:`TargetShards`."""
+    if distributed is False:
         return LOCAL
     import torch.distributed as dist
 
@@ -174,4 +227,4 @@ def process_group(distributed: bool) -> LocalGroup:
             "the script with torchrun (e.g. `torchrun --nproc_per_node=2 fit.py`) and call "
             'torch.distributed.init_process_group("gloo") (CPU) or ("nccl") (GPUs) before fit.'
         )
-    return Group()
+    return TargetShards() if distributed == "targets" else Group()

@@ -7,7 +7,9 @@ given cells (:meth:`~PowerCells.scores_at`), cell masses and sums, hard or entro
 (:meth:`~PowerCells.cell_sums`), the entropic map (:meth:`~PowerCells.soft_mean`) and the row
 closest to entering a cell (:meth:`~PowerCells.closest_to_enter`). :class:`Candidates` keeps
 each row's best cells between passes at moving heights, so that a new top-k pass rescores
-only them, with a full pass for the rows whose certified bound fails. Targets are processed in
+only them, with a full pass for the rows whose certified bound fails. :class:`ShardedCells`
+splits the full passes' target columns between the ranks of a target-sharded fit and merges
+their row results (:func:`merge_top_k`). Targets are processed in
 column blocks with a running reduction, so memory is ``O(block_elements)`` whatever the number
 of targets, and sums are local (a data-parallel fit needs one all-reduce of them). Device and
 dtype follow the inputs.
@@ -26,6 +28,7 @@ __all__ = [
     "Candidates",
     "CellSums",
     "PowerCells",
+    "ShardedCells",
     "default_block_elements",
     "marginal_error",
     "noise_floor",
@@ -334,6 +337,65 @@ class PowerCells:
                 best[c0 : c0 + cols] = torch.where(better, value, best[c0 : c0 + cols])
                 arg[c0 : c0 + cols] = torch.where(better, row + r0, arg[c0 : c0 + cols])
         return best, arg
+
+
+def shard_columns(n_cells: int, rank: int, size: int) -> slice:
+    """The contiguous target columns of ``rank`` among ``size`` shards (sizes differ by at
+    most one)."""
+    base, extra = divmod(n_cells, size)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (rank < extra))
+
+
+def merge_top_k(parts: list[tuple[Tensor, Tensor]], k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best of every row over shards: ``parts`` holds each shard's ``(values,
+    cells)`` (global cell indices, ``-inf`` padding), in any order; ties go to the lower
+    cell, as in :meth:`PowerCells.top_k`."""
+    vals = torch.cat([v for v, _ in parts], 1)
+    idx = torch.cat([i for _, i in parts], 1)
+    return _best(*_by_cell(vals, idx), k)
+
+
+class ShardedCells(PowerCells):
+    """A :class:`PowerCells` whose full passes (:meth:`assign`, :meth:`top_k`) are split by
+    target columns between the ranks of ``shards``: each rank scores its own slice of the
+    targets (:func:`shard_columns`) for every row, and the ranks' best cells are merged after
+    one all-gather (``shards.gather_tensor``). Every rank holds the same rows and gets the
+    same result; every other pass is the plain one (it needs the full ``Y``, which every rank
+    holds for the fitted map anyway).
+    """
+
+    def __init__(self, Y: Tensor, h: Tensor, shards, *, block_elements: int | None = None):
+        super().__init__(Y, h, block_elements=block_elements)
+        self.shards = shards
+        self.columns = shard_columns(Y.shape[0], shards.rank, shards.size)
+        self._local = PowerCells(
+            Y[self.columns], self.h[self.columns], block_elements=self.block_elements
+        )
+
+    @torch.no_grad()
+    def top_k(self, X: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        k = min(k, self.n_cells)
+        local_k = min(k, self._local.n_cells)
+        vals = X.new_full((X.shape[0], k), -math.inf)
+        idx = torch.zeros(X.shape[0], k, dtype=torch.long, device=X.device)
+        if local_k:
+            v, i = self._local.top_k(X, local_k)
+            vals[:, :local_k], idx[:, :local_k] = v, i + self.columns.start
+        gathered_v = self.shards.gather_tensor(vals)
+        gathered_i = self.shards.gather_tensor(idx)
+        return merge_top_k(list(zip(gathered_v, gathered_i, strict=True)), k)
+
+    @torch.no_grad()
+    def assign(self, X: Tensor) -> tuple[Tensor, Tensor]:
+        vals = X.new_full((X.shape[0], 1), -math.inf)
+        idx = torch.zeros(X.shape[0], 1, dtype=torch.long, device=X.device)
+        if self._local.n_cells:
+            v, i = self._local.assign(X)  # the first maximum of the shard, as in assign
+            vals[:, 0], idx[:, 0] = v, i + self.columns.start
+        parts = zip(self.shards.gather_tensor(vals), self.shards.gather_tensor(idx), strict=True)
+        vals, idx = merge_top_k(list(parts), 1)
+        return vals[:, 0], idx[:, 0]
 
 
 class Candidates:

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._distributed import LOCAL, LocalGroup
-from ._kernels import Candidates, PowerCells
+from ._kernels import Candidates
 
 __all__ = [
     "Smoothed",
@@ -88,7 +88,7 @@ def smoothed(
     second-best score. With ``candidates`` (built on ``X``, kept at least ``k`` wide), the pass
     rescores them instead and is carried on in the result.
     """
-    cells = PowerCells(Y, h)
+    cells = group.cells(Y, h)
     if candidates is not None and (candidates.X is not X or candidates.width < min(k, Y.shape[0])):
         candidates = None
     if candidates is None:
@@ -244,7 +244,7 @@ def pass_at(
     h = state.model(Y)
     cache = None
     if width >= TOP_K:
-        cache = Candidates(PowerCells(Y, h), X, width)
+        cache = Candidates(group.cells(Y, h), X, width)
     current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache, group=group)
     state.temperature = current.eps
     return current

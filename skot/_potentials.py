@@ -204,7 +204,7 @@ def gaussian_offset(
             total += wc.sum()
             first += wc @ Zc
             second += Zc.T @ (Zc * wc[:, None])
-        if group is not None and group.distributed:
+        if group is not None and group.splits_rows:
             flat = group.sum(torch.cat([total[None], first, second.reshape(-1)]))
             total, first, second = flat[0], flat[1 : d + 1], flat[d + 1 :].view(d, d)
         mean = first / total

@@ -80,7 +80,7 @@ class Problem:
     def __post_init__(self):
         n = self.source.shape[0]
         self._n_total = n
-        if self.group.distributed:
+        if self.group.splits_rows:
             # A collective: every rank builds its problem at the same time.
             self._n_total = int(round(self.group.sum_float(n)))
             if self.source_weight is None:
@@ -107,7 +107,7 @@ class Problem:
         dev = self.source.device
         n_local = self.source.shape[0]
         weights = None
-        if self.group.distributed:
+        if self.group.splits_rows:
             generator = self.group.seed(generator)
             share = float(self.source_weight.double().sum()) if n_local else 0.0
             batch_size = max(1, round(batch_size * share)) if share > 0 else 0
@@ -131,7 +131,7 @@ class Problem:
     def sums(self, cells: PowerCells, X: Tensor, weights: Tensor | None, **kwargs) -> CellSums:
         """:meth:`~._kernels.PowerCells.cell_sums` of rows ``X``, summed over the ranks."""
         local = cells.cell_sums(X, weights, **kwargs)
-        if not self.group.distributed:
+        if not self.group.splits_rows:
             return local
         return _summed(self.group, local)
 
@@ -265,7 +265,7 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam
 
 
 def _cells(problem: Problem, h: Tensor, config: SolverConfig) -> PowerCells:
-    return PowerCells(problem.target, h, block_elements=config.block_elements)
+    return problem.group.cells(problem.target, h, block_elements=config.block_elements)
 
 
 def restart_schedule(
@@ -293,10 +293,10 @@ def restart_schedule(
         if newton:
             # One full pass keeps each row's best cells; the warm-start corrections and the
             # first Newton step read them.
-            candidates = Candidates(PowerCells(Y, h), X, _newton.CANDIDATES)
-            # The corrections read every row's candidates: one process only (a distributed
-            # warm start starts from the carried-over heights).
-            if new_points is not None and not problem.group.distributed:
+            candidates = Candidates(problem.group.cells(Y, h), X, _newton.CANDIDATES)
+            # The corrections read every row's candidates: all rows on this rank only (a
+            # data-parallel warm start starts from the carried-over heights).
+            if new_points is not None and not problem.group.splits_rows:
                 warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
                 model.residual += (warm - h).to(model.residual.dtype)
                 h = model(Y)

@@ -33,6 +33,7 @@ from ._validation import (
     check_fit_y,
     check_hidden_layer_sizes,
     check_range,
+    check_replicated,
     resolve_device,
     standardization,
     validate_distributed_inputs,
@@ -120,14 +121,17 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``, or the
         equivalent ``torch.device``.
-    distributed : bool, default=False
-        Data-parallel ``fit`` over the default ``torch.distributed`` process group (initialised
-        by the caller, e.g. under ``torchrun``): every rank calls ``fit`` with its own rows as
-        ``X`` (any number, even none; ``sample_weight`` for them) and the same ``X_target``,
-        and every rank ends with the same fitted estimator, that of one process fitting the
-        union of the rows (up to the order of float sums). Cell masses, energies, barycentre
-        sums and the Newton Hessian's products are all-reduced; each rank draws its Monte Carlo
-        batches from its own rows. ``transform`` needs no process group, and a pickled
+    distributed : {False, True, "data", "targets"}, default=False
+        ``fit`` over the default ``torch.distributed`` process group (initialised by the
+        caller, e.g. under ``torchrun``); every rank ends with the same fitted estimator.
+        ``True`` or ``"data"``: data parallel, every rank calls ``fit`` with its own rows as
+        ``X`` (any number, even none; ``sample_weight`` for them) and the same ``X_target``;
+        the result is that of one process fitting the union of the rows (up to the order of
+        float sums). Cell masses, energies, barycentre sums and the Newton Hessian's products
+        are all-reduced; each rank draws its Monte Carlo batches from its own rows.
+        ``"targets"``: target sharded, every rank passes the same ``X`` and ``X_target`` and
+        scores only its slice of the targets in each full pass (the rows' best cells are
+        all-gathered), for many targets. ``transform`` needs no process group, and a pickled
         estimator is an ordinary one. ``partial_fit`` and ``fit_stream`` are one process
         only. See the user guide's "Multi-GPU and multi-node" page.
     warm_start : bool, default=False
@@ -236,7 +240,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         "epsilon": [Interval(Real, 0, None, closed="left")],
         "bandwidth": [Interval(Real, 0, None, closed="left")],
         "device": [str, torch.device],
-        "distributed": ["boolean"],
+        "distributed": ["boolean", StrOptions({"data", "targets"})],
         "warm_start": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -483,35 +487,46 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         check_hidden_layer_sizes(self.hidden_layer_sizes)
         saved = dict(self.__dict__)
         try:
-            if group.distributed:
+            # With several ranks, each check's outcome is agreed on (``group.agree``) before
+            # the next collective: an error on one rank is an error on all.
+            if group.splits_rows:
                 X, mu, Y, nu, ids, center, scale = validate_distributed_inputs(
                     self, group, X, X_target, sample_weight, target_weight, target_ids
                 )
+            else:
+                error = None
+                try:
+                    X, mu, Y, nu, ids = validate_fit_inputs(
+                        self,
+                        X,
+                        X_target,
+                        sample_weight,
+                        target_weight,
+                        target_ids,
+                        reset=not incremental,
+                    )
+                except Exception as exc:
+                    error = exc
+                group.agree(error)
+                if group.distributed:
+                    check_replicated(group, X=X, sample_weight=mu, X_target=Y, target_weight=nu)
+            error = None
+            try:
                 if incremental:
-                    check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
-                    center, scale = self.center_, self.scale_
-            else:
-                X, mu, Y, nu, ids = validate_fit_inputs(
-                    self,
-                    X,
-                    X_target,
-                    sample_weight,
-                    target_weight,
-                    target_ids,
-                    reset=not incremental,
-                )
-            if incremental:
-                device = self.device_
-                check_range(X, self.center_, self.scale_, "X", fitted=True)
-                if Y is not None:
-                    check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
-            else:
-                device = resolve_device(self.device)
-                if not group.distributed:
-                    center, scale = standardization(X, mu, Y, nu)
+                    device = self.device_
+                    check_range(X, self.center_, self.scale_, "X", fitted=True)
+                    if Y is not None:
+                        check_range(Y, self.center_, self.scale_, "X_target", fitted=True)
+                else:
+                    device = resolve_device(self.device)
+                    if not group.splits_rows:
+                        center, scale = standardization(X, mu, Y, nu)
+            except Exception as exc:
+                error = exc
+            group.agree(error)
             atoms = None
             # The atoms of a union of rows held by several ranks are not known to any of them.
-            if not one_pass and self.bandwidth == 0 and self.epsilon == 0 and not group.distributed:
+            if not one_pass and self.bandwidth == 0 and self.epsilon == 0 and not group.splits_rows:
                 atoms = SourceAtoms.of(X, mu, self.target_weight_ if Y is None else nu)
             if not incremental:
                 for attr in ("_state", "target_"):

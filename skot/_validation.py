@@ -23,6 +23,7 @@ __all__ = [
     "check_hidden_layer_sizes",
     "check_target_feature_names",
     "check_range",
+    "check_replicated",
     "marginal_error_floor",
     "resolve_device",
     "source_atoms",
@@ -438,6 +439,19 @@ def validate_distributed_inputs(
         error, center, scale = exc, None, None
     group.agree(error)
     return X, mu, Y, nu, ids, center, scale
+
+
+def check_replicated(group, **arrays) -> None:
+    """Fail on every rank unless every rank holds the same ``arrays`` (``None`` allowed)."""
+    prints = group.gather({k: None if a is None else _digest(a) for k, a in arrays.items()})
+    for rank, p in enumerate(prints):
+        differ = [k for k in arrays if p[k] != prints[0][k]]
+        if differ:
+            raise ValueError(
+                f"ranks 0 and {rank} were given different {', '.join(differ)}: with "
+                'distributed="targets" every rank passes the same data (each scores its own '
+                "slice of the targets)"
+            )
 
 
 def _digest(A) -> str:

@@ -100,6 +100,33 @@ def scenario_equal(rank, share=0.7, weighted=False):
     return out
 
 
+def scenario_targets(rank):
+    """Target sharding: every rank the same rows, 41 targets split 21 / 20."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skot import OTNetTransport
+
+    X, Y, nu, fresh = _data(m=41)
+    out = {}
+    for name, params in CASES.items():
+        common = dict(params, random_state=0, device="cpu", tol=5e-3)
+        common.setdefault("max_iter", 500)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            dist = OTNetTransport(distributed="targets", **common)
+            dist.fit(X, X_target=Y, target_weight=nu)
+            out[name] = {"dist": _summary(dist, fresh)}
+            if rank == 0:
+                single = OTNetTransport(**common).fit(X, X_target=Y, target_weight=nu)
+                out[name]["single"] = _summary(single, fresh)
+    out["other_rows"] = _outcome(
+        lambda: OTNetTransport(distributed="targets").fit(X + rank, X_target=Y)
+    )
+    return out
+
+
 def scenario_empty_weighted(rank):
     """Rank 1 holds no rows; then uneven shards with sample weights."""
     return {

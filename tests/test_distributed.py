@@ -173,3 +173,24 @@ def test_one_process_group_fits_like_no_group(rng, tmp_path):
 
 def test_distributed_error_is_exported():
     assert issubclass(DistributedError, RuntimeError)
+
+
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    return _run("targets", tmp_path_factory.mktemp("targets"))
+
+
+@pytest.mark.parametrize("name", [*DETERMINISTIC, "vector_adam_batches"])
+def test_target_sharding_equals_one_process(targets, name):
+    rank0, rank1 = targets
+    a, b, single = rank0[name]["dist"], rank1[name]["dist"], rank0[name]["single"]
+    # The same rows on every rank and exact merges of the shards' best cells: one process's
+    # fit, bit for bit (the Monte Carlo draws too: every rank draws the same rows).
+    np.testing.assert_array_equal(a["heights"], b["heights"])
+    np.testing.assert_array_equal(a["heights"], single["heights"])
+    np.testing.assert_array_equal(a["index"], single["index"])
+    assert a["n_iter"] == single["n_iter"]
+    if name == DETERMINISTIC[0]:
+        for r in (rank0, rank1):
+            assert r["other_rows"]["error"] == "ValueError"
+            assert "different X" in r["other_rows"]["message"]

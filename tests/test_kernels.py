@@ -1,6 +1,7 @@
 """Score kernels against dense torch reductions: the two-level (grouped) row max and top-k, and
 the chunked passes built on them, including ties and column counts that leave a remainder."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,3 +254,65 @@ def test_top_k_puts_the_lower_cell_first_on_ties(device):
         vals, idx = cells.top_k(X, 3)
         assert idx.tolist() == [tied, tied]
         assert cells.top_k(X, 1)[1].tolist() == [[tied[0]]] * 2
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7])
+def test_shard_columns_cover_every_target_once(size):
+    m = 23
+    slices = [_kernels.shard_columns(m, r, size) for r in range(size)]
+    covered = np.concatenate([np.arange(m)[s] for s in slices])
+    np.testing.assert_array_equal(covered, np.arange(m))
+    lengths = [s.stop - s.start for s in slices]
+    assert max(lengths) - min(lengths) <= 1
+
+
+class _Shards:
+    """The ranks of a target-sharded pass, simulated in one process: ``gather_tensor``
+    returns what every rank would contribute (each computed here in turn)."""
+
+    def __init__(self, size):
+        self.size, self.rank = size, 0
+        self.inputs = None
+
+    def gather_tensor(self, tensor):
+        return self.inputs.pop(0)
+
+
+def _sharded_pass(X, Y, h, size, method, *args):
+    """Run ``method`` of ShardedCells as every rank would and return rank 0's result."""
+    contributions = []
+    for rank in range(size):
+        shards = _Shards(size)
+        shards.rank = rank
+        recorded = []
+        shards.gather_tensor = lambda t, rec=recorded: rec.append(t) or [t] * size
+        getattr(_kernels.ShardedCells(Y, h, shards), method)(X, *args)
+        contributions.append(recorded)
+    shards = _Shards(size)
+    # Each gather returns the ranks' tensors of that call, in rank order.
+    calls = list(zip(*contributions, strict=True))
+    shards.inputs = [list(c) for c in calls]
+    return getattr(_kernels.ShardedCells(Y, h, shards), method)(X, *args)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5])
+def test_sharded_assign_equals_the_full_pass_with_ties(size):
+    """Integer scores tie often: the first (lowest) cell wins, as in one full pass."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(-2, 3, (500, 3), generator=g).float()
+    Y = torch.randint(-2, 3, (11, 3), generator=g).float()
+    h = torch.randint(-1, 2, (11,), generator=g).float()
+    vals, idx = _sharded_pass(X, Y, h, size, "assign")
+    ref_vals, ref_idx = PowerCells(Y, h).assign(X)
+    torch.testing.assert_close(vals, ref_vals)
+    torch.testing.assert_close(idx, ref_idx)
+
+
+@pytest.mark.parametrize("size", [2, 3, 5])
+def test_sharded_top_k_equals_the_full_pass(size):
+    g = torch.Generator().manual_seed(1)
+    X, Y, h = torch.randn(500, 3, generator=g), torch.randn(11, 3, generator=g), torch.randn(11)
+    vals, idx = _sharded_pass(X, Y, h, size, "top_k", 4)  # shards of 2-6 cells: padding
+    ref_vals, ref_idx = PowerCells(Y, h).top_k(X, 4)
+    torch.testing.assert_close(vals, ref_vals)
+    torch.testing.assert_close(idx, ref_idx)
