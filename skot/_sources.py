@@ -19,6 +19,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from ._solver import NEWTON_MIN_SAMPLES_PER_TARGET, newton_obstacles
+
 __all__ = ["fit_stream", "iter_batches"]
 
 
@@ -141,16 +143,78 @@ def iter_batches(source, *, batch_size: int, max_samples=None, rng=None):
 
 class _Forward:
     """The estimator's callbacks for the length of a stream: each ``partial_fit`` calls this
-    one (with no ``on_fit_begin``), which calls theirs and remembers a request to stop."""
+    one (with no ``on_fit_begin``), which calls theirs and remembers a request to stop. Past
+    ``deadline`` (a ``time.perf_counter`` value) it asks to stop too: a solve of the stream's
+    buffer then ends at its next evaluation, with the heights it has reached."""
 
-    def __init__(self, callbacks):
+    def __init__(self, callbacks, deadline=None):
         self.callbacks = callbacks
+        self.deadline = deadline
         self.stop = False
 
     def __call__(self, estimator, record):
         stop = any([bool(cb(estimator, record)) for cb in self.callbacks])
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            stop = True
         self.stop = self.stop or stop
         return stop
+
+
+def _first_rows(estimator, X_target) -> int:
+    """Rows for the first ``partial_fit`` of a stream from scratch: where the stream keeps its
+    rows for Newton steps (:mod:`._stream`), the rows its first solve needs, so that the first
+    call already ends with a solved map (a few Adam steps on smaller chunks would only be
+    undone by it); else one batch."""
+    free = estimator.height in ("vector", "residual")
+    if X_target is None or newton_obstacles(free, estimator.epsilon, estimator.bandwidth):
+        return 0
+    return NEWTON_MIN_SAMPLES_PER_TARGET * len(X_target)
+
+
+#: Share of the time left that fit_stream plans its last solve of the buffer into.
+_SAFETY = 0.9
+
+
+def _solves(state):
+    """The stream's buffer solves so far, as ``(rows solved, solve rate)`` (changes with
+    each solve), or ``None``."""
+    buffer = getattr(state, "stream_buffer", None)
+    return None if buffer is None else (buffer.n_solved, buffer.solve_rate, state.step)
+
+
+def _plan(state, rows: int, deadline, gather_rate: float, now: float) -> str:
+    """What the next batch of a stream with a deadline does with the buffer (:mod:`._stream`):
+    ``"go"`` (as it would: solve when the buffer has doubled), ``"hold"`` (keep the rows
+    for a larger last solve: a doubling solve now would leave no time for one twice its
+    size), ``"solve"`` (the last solve: with one more batch the buffer's solve would no longer
+    fit in the time left) or ``"end"`` (not even a solve of the buffer fits: the map stays).
+    Solve times are predicted from the last solve's seconds per row."""
+    buffer = getattr(state, "stream_buffer", None)
+    if deadline is None or buffer is None or buffer.closed or not buffer.solve_rate:
+        return "go"
+    left, r, g = deadline - now, buffer.solve_rate, gather_rate
+    n = buffer.X.shape[0] + rows
+    if r * n > left and buffer.n_solved:
+        return "end"
+    if r * (n + rows) + g * rows > _SAFETY * left:
+        return "solve"
+    if 3 * r * n + g * n > _SAFETY * left:
+        return "hold"
+    return "go"
+
+
+def _gather(first, batches, rows: int, deadline):
+    """``first`` and the batches after it until they hold ``rows`` rows (or the source ends,
+    or ``deadline`` passes), stacked; and the batch after them (``None``: the source ended)."""
+    parts, n = [first], first.shape[0]
+    following = next(batches, None)
+    while following is not None and n < rows:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        parts.append(following)
+        n += following.shape[0]
+        following = next(batches, None)
+    return (np.concatenate(parts) if len(parts) > 1 else first), following
 
 
 def fit_stream(
@@ -201,37 +265,45 @@ def fit_stream(
     batches = iter_batches(source, batch_size=batch_size, max_samples=max_samples, rng=rng)
     original = estimator.callbacks
     chain = list(original or [])
-    forward = _Forward(chain)
+    start = time.perf_counter()
+    deadline = None if max_time is None else start + max_time
+    forward = _Forward(chain, deadline)
     if max_samples is not None:
         expected = -(-max_samples // batch_size)
     else:
         expected = len(source) if hasattr(source, "__len__") and not callable(source) else 0
-    start = time.perf_counter()
     began = []
-    last_call = 0.0
     try:
         for cb in chain:
             getattr(cb, "on_fit_begin", lambda *_: None)(estimator, expected)
             began.append(cb)
-        estimator.callbacks = [forward] if chain else original
+        estimator.callbacks = [forward] if chain or deadline is not None else original
         batch = next(batches, None)
         if batch is None:
             raise ValueError(f"the source {type(source).__name__} yielded no batch")
         targets = {"X_target": X_target, "target_weight": target_weight, "target_ids": target_ids}
+        first = 0 if hasattr(estimator, "_state") else _first_rows(estimator, X_target)
+        # One batch ahead: the last is known as such.
+        batch, following = _gather(batch, batches, first, deadline)
+        gather_rate = 0.0  # seconds per row of a batch that is only counted, draw included
         while batch is not None:
-            following = next(batches, None)  # one batch ahead: the last is known as such
             t = time.perf_counter()
-            out_of_time = max_time is not None and t + last_call - start >= max_time
             state = getattr(estimator, "_state", None)
+            plan = _plan(state, batch.shape[0], deadline, gather_rate, t)
+            if plan == "end":
+                break
             if state is not None:
-                state.stream_flush = following is None or out_of_time
+                state.stream_flush = following is None or plan == "solve"
+                state.stream_hold = plan == "hold"
+            solves = _solves(state)
             estimator.partial_fit(batch, **targets)
             saved = None  # from here on, the estimator is the stream's
             targets = {}
-            last_call = time.perf_counter() - t
-            if forward.stop or (max_time is not None and time.perf_counter() - start >= max_time):
+            if forward.stop or (deadline is not None and time.perf_counter() >= deadline):
                 break
-            batch = following
+            batch, following = following, next(batches, None)
+            if _solves(estimator._state) == solves and batch is not None:
+                gather_rate = (time.perf_counter() - t) / batch.shape[0]
     except BaseException:
         if saved is not None:  # failed before any batch was learnt: as it was
             estimator.__dict__.clear()

@@ -209,6 +209,8 @@ class _Buffer:
     w: Tensor
     n_solved: int = 0
     closed: bool = False
+    #: Seconds per buffered row of the last solve (0: none yet), for budget planning.
+    solve_rate: float = 0.0
 
 
 def buffer_snapshot(state: SolverState) -> dict | None:
@@ -255,13 +257,17 @@ def _buffer_stream(
     buffer = getattr(state, "stream_buffer", None)
     if buffer is None or buffer.X.shape[1] != X.shape[1]:
         buffer = _Buffer(X[:0], w[:0])
-    buffer.X, buffer.w = torch.cat([buffer.X, X]), torch.cat([buffer.w, w])
+    if buffer.X.shape[0] < config.max_eval_samples:
+        # (A full buffer whose last solve was cut short is solved again as it is.)
+        buffer.X, buffer.w = torch.cat([buffer.X, X]), torch.cat([buffer.w, w])
     state.stream_buffer = buffer
     n = buffer.X.shape[0]
     full = n >= config.max_eval_samples
     flush = bool(getattr(state, "stream_flush", False)) and n > buffer.n_solved
-    state.stream_flush = False
-    grown = n >= _GROWTH * buffer.n_solved
+    hold = bool(getattr(state, "stream_hold", False))
+    state.stream_flush = state.stream_hold = False
+    # ``stream_hold`` (fit_stream, near its budget) keeps the rows for a later, larger solve.
+    grown = n >= _GROWTH * buffer.n_solved and not hold
     if n < NEWTON_MIN_SAMPLES_PER_TARGET * m:
         # Too few rows for Newton steps yet: Adam steps on the chunk, as a fit would take.
         steps = -(-n_chunk // min(config.batch_size, n_chunk))
@@ -280,14 +286,19 @@ def _buffer_stream(
     tol = max(config.tol, _NOISE_SHARE * 0.4 * math.sqrt(m / n))
     solve = dataclasses.replace(config, solver="newton", tol=tol)
     first = state.step
+    began = time.perf_counter()
     restart_schedule(state, whole, solve)
     result = run(state, whole, solve, _NEWTON_STEPS, callback)
-    buffer.n_solved = n
+    buffer.solve_rate = (time.perf_counter() - began) / n
+    # A solve cut short (a callback, fit_stream's max_time) keeps the heights it reached,
+    # better than those it started from (each Newton step lowers the buffer's error), and the
+    # next chunk takes it up again.
+    buffer.n_solved = 0 if result.stopped else n
     # The map is now that of a fit on every row seen: its counts and sums are theirs.
     state.seen_masses = result.masses.clone() * n
     state.seen_sums = result.sums.clone() * n
     state.n_seen = float(n)
-    if full:
+    if full and not result.stopped:
         # Memory stays bounded: from here on, averaged steps from the buffer's solution.
         buffer.closed = True
         buffer.X, buffer.w = X[:0], w[:0]

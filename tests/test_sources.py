@@ -6,6 +6,8 @@ import torch
 
 from skot import OTNetTransport
 
+SMALL_NET = {"hidden_layer_sizes": (32,)}
+
 
 def normal(n, rng):
     return rng.normal(size=(n, 2))
@@ -173,3 +175,59 @@ def test_fit_stream_on_each_device(rng, device):
     ot = OTNetTransport(height="residual", hidden_layer_sizes=(16,), device=device, random_state=0)
     ot.fit_stream(normal, X_target=Y, batch_size=500, max_samples=1500)
     assert ot.device_.type == device and ot.n_samples_seen_ == 1500
+
+
+class _Clock:
+    """A fake ``time`` for skot._sources: it moves only when a step record says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_max_time_cuts_a_solve_short_and_keeps_what_it_learnt(rng, monkeypatch):
+    """Each Newton step of the first solve 'takes' 10 s: a 15 s budget ends the solve after
+    its second step, with a map better than where it started; a warm stream then takes the
+    cut solve up again."""
+    import skot._sources
+
+    clock = _Clock()
+    monkeypatch.setattr(skot._sources, "time", clock)
+    errors = []
+
+    def slow_step(estimator, record):
+        errors.append(record.error)
+        clock.now += 10.0
+
+    Y = rng.uniform(-2, 2, size=(100, 2))
+    ot = OTNetTransport(height="vector", tol=1e-3, callbacks=[slow_step], random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=300, max_time=15)
+    assert len(errors) == 2  # cut at the first evaluation past the budget
+    assert ot.n_samples_seen_ == 1200  # the first call gathers 10 rows per target
+    assert ot.marginal_error_ < errors[0]  # the steps taken are kept
+    assert ot._state.stream_buffer.n_solved == 0  # the solve is not finished
+    ot.set_params(warm_start=True, callbacks=None)
+    ot.fit_stream(normal, batch_size=300, max_samples=300)
+    assert ot._state.stream_buffer.n_solved == 1500  # taken up again with the new rows
+    assert ot.marginal_error_ < errors[-1]
+
+
+def test_a_stream_from_scratch_solves_its_first_rows_at_once(rng):
+    """The first partial_fit of a buffered stream gets the rows of a first solve (10 per
+    target), so no Adam steps on smaller chunks come before it, with residual heights too."""
+    newton = []
+
+    def record(estimator, rec):
+        newton.append(rec.temperature is not None)  # Adam steps have no temperature
+
+    Y = rng.uniform(-2, 2, size=(250, 2))
+    X_fresh = rng.normal(size=(200_000, 2))
+    for height in ("vector", "residual"):
+        newton.clear()
+        ot = OTNetTransport(height=height, callbacks=[record], random_state=0, **SMALL_NET)
+        ot.fit_stream(normal, X_target=Y, batch_size=1000, max_samples=6000)
+        assert newton and all(newton)  # from the first step on
+        assert ot.n_samples_seen_ == 6000
+        assert _fresh_tv(ot, X_fresh) < 0.15  # noise of 6,000 rows: 0.4 sqrt(m / n) ~ 0.08
