@@ -231,3 +231,27 @@ def test_a_stream_from_scratch_solves_its_first_rows_at_once(rng):
         assert newton and all(newton)  # from the first step on
         assert ot.n_samples_seen_ == 6000
         assert _fresh_tv(ot, X_fresh) < 0.15  # noise of 6,000 rows: 0.4 sqrt(m / n) ~ 0.08
+
+
+def test_the_budget_plan_holds_then_sizes_the_last_solve():
+    """fit_stream's plan near a deadline, from the last solve's seconds per row (1 ms)."""
+    from types import SimpleNamespace
+
+    from skot._sources import _plan
+
+    def state(rows, solved):
+        buffer = SimpleNamespace(X=np.zeros((rows, 2)), n_solved=solved, closed=False)
+        buffer.solve_rate = 1e-3
+        return SimpleNamespace(stream_buffer=buffer)
+
+    # 100 s left: doubling to 2,000 rows (2 s) leaves time for a solve twice that size.
+    assert _plan(state(1900, 1000), 100, 100.0, 0.0, 0.0) == "go"
+    # 10 s left: a solve of 4,000 rows now would leave none for 8,000: keep the rows.
+    assert _plan(state(3900, 2000), 100, 10.0, 0.0, 0.0) == "hold"
+    # 4.5 s left: one more batch and the buffer's solve would not fit: the last solve.
+    assert _plan(state(3900, 2000), 100, 4.5, 0.0, 0.0) == "solve"
+    # 3 s left: not even a solve of the buffer fits: the map stays.
+    assert _plan(state(3900, 2000), 100, 3.0, 0.0, 0.0) == "end"
+    # No deadline, or no solve yet to predict from: as the buffer would.
+    assert _plan(state(3900, 2000), 100, None, 0.0, 0.0) == "go"
+    assert _plan(None, 100, 3.0, 0.0, 0.0) == "go"
