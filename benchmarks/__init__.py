@@ -23,5 +23,6 @@ BENCHMARKS = (
     "stream",
     "stream_peers",
     "fit_speed",
+    "distributed",
     "da",
 )

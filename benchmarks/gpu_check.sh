@@ -29,6 +29,15 @@ if [ "${SKOT_GPU_TINY:-0}" = "1" ]; then
 else
     "$PY" -m benchmarks.gpu --device "${SKOT_GPU_DEVICE:-cuda}" --write
 fi
+echo "== Distributed fit on one GPU (NCCL, one process, torchrun): n = 1e6, m = 1e4, d = 64"
+if [ "${SKOT_GPU_TINY:-0}" = "1" ]; then
+    dist_args=(--samples 20000 --targets 200 --features 8)
+else
+    dist_args=(--samples 1000000 --targets 10000 --features 64)
+fi
+"$PY" -m torch.distributed.run --standalone --nproc_per_node=1 examples/distributed_fit.py \
+    "${dist_args[@]}" --device "${SKOT_GPU_DEVICE:-cuda}" --out "${TMPDIR:-/tmp}/skot_dist.pkl" \
+    || status=$?
 if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
     exit "$status"
 fi

@@ -21,6 +21,7 @@ collective that fails or times out (the process group's ``timeout``) raises
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
@@ -100,6 +101,9 @@ class Group(LocalGroup):
 
     distributed = True
     splits_rows = True
+    #: Collectives, tensor bytes sent and seconds spent in them, over every group of this
+    #: process (the benchmarks' communication profile).
+    stats = {"calls": 0, "bytes": 0, "seconds": 0.0}
 
     def __init__(self, process_group=None):
         import torch.distributed as dist
@@ -113,6 +117,10 @@ class Group(LocalGroup):
             self._device = torch.device("cuda", torch.cuda.current_device())
 
     def _collective(self, op, *args, **kwargs):
+        start = time.perf_counter()
+        stats = Group.stats
+        stats["calls"] += 1
+        stats["bytes"] += sum(a.numel() * a.element_size() for a in args if isinstance(a, Tensor))
         try:
             return op(*args, group=self.process_group, **kwargs)
         except (RuntimeError, ValueError) as exc:  # DistBackendError, timeouts, closed peers
@@ -121,6 +129,8 @@ class Group(LocalGroup):
                 f"({type(exc).__name__}: {exc}). Another rank probably stopped or raised an "
                 "error (its own output says why), or did not call fit at the same time."
             ) from exc
+        finally:
+            stats["seconds"] += time.perf_counter() - start
 
     def sum(self, tensor: Tensor) -> Tensor:
         moved = tensor if tensor.device.type == self._device.type else tensor.to(self._device)
@@ -143,14 +153,17 @@ class Group(LocalGroup):
         sketch = torch.zeros(_MEDIAN_SKETCH + 1, dtype=torch.float64, device=self._device)
         if n:
             levels = torch.linspace(0, 1, _MEDIAN_SKETCH, dtype=torch.float64)
-            sketch[:-1] = torch.quantile(values.double().cpu(), levels).to(self._device)
+            # torch.quantile takes at most 2^24 values: an evenly strided subset beyond.
+            sub = values.reshape(-1)[:: -(-n // 2**24)].double().cpu()
+            sketch[:-1] = torch.quantile(sub, levels).to(self._device)
         sketch[-1] = n
         gathered = [torch.empty_like(sketch) for _ in range(self.size)]
         self._collective(self._dist.all_gather, gathered, sketch)
-        points = torch.cat([g[:-1] for g in gathered if g[-1] > 0]).cpu()
-        counts = torch.cat([g[-1].expand(_MEDIAN_SKETCH) for g in gathered if g[-1] > 0]).cpu()
-        if points.numel() == 0:
+        held = [g.cpu() for g in gathered if g[-1] > 0]
+        if not held:
             return math.nan
+        points = torch.cat([g[:-1] for g in held])
+        counts = torch.cat([g[-1].expand(_MEDIAN_SKETCH) for g in held])
         order = points.argsort()
         cumulative = counts[order].cumsum(0)
         at = int(torch.searchsorted(cumulative, cumulative[-1] / 2))

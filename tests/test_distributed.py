@@ -194,3 +194,19 @@ def test_target_sharding_equals_one_process(targets, name):
         for r in (rank0, rank1):
             assert r["other_rows"]["error"] == "ValueError"
             assert "different X" in r["other_rows"]["message"]
+
+
+def test_example_script_runs_under_torchrun(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "distributed_fit.py"
+    out = tmp_path / "map.pkl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += [str(example), "--samples", "6000", "--targets", "50", "--features", "3"]
+    cmd += ["--device", "cpu", "--out", str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 ranks, data parallel" in proc.stdout
+    with open(out, "rb") as f:
+        ot = pickle.load(f)
+    assert ot.converged_
+    assert ot.transform(np.zeros((2, 3))).shape == (2, 3)
