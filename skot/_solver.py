@@ -37,6 +37,7 @@ from ._reuse import distill, warm_start_heights
 __all__ = [
     "NEWTON_MIN_SAMPLES_PER_TARGET",
     "DivergenceError",
+    "LazyAdam",
     "Problem",
     "ScheduleEntry",
     "SolverConfig",
@@ -182,7 +183,7 @@ class SolverState:
     """Everything needed to resume training: model, optimiser, schedule and history."""
 
     model: HeightModel
-    optimizer: torch.optim.Optimizer
+    optimizer: LazyAdam
     generator: torch.Generator
     batch_size: int
     step: int = 0
@@ -244,10 +245,79 @@ def init_state(model: HeightModel, config: SolverConfig, generator: torch.Genera
     )
 
 
-def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam:
+class LazyAdam:
+    """Adam over a model's parameter groups, built by torch at its first step.
+
+    Constructing any torch optimiser imports ``torch._dynamo`` (about a second, once per
+    process), which a fit by Newton steps alone never needs. Until the first step the groups
+    are plain dicts holding the step sizes (``param_groups``, read and set by the schedule)
+    and the moments are empty; :meth:`state_dict` and :meth:`load_state_dict` keep torch's
+    format.
+    """
+
+    def __init__(self, groups: list[dict]):
+        self._groups = groups
+        self._adam: torch.optim.Adam | None = None
+        self._pending: dict | None = None  # a state dict with moments, loaded once built
+
+    @property
+    def adam(self) -> torch.optim.Adam:
+        if self._adam is None:
+            rates = [(g["lr"], g["initial_lr"]) for g in self._groups]
+            self._adam = torch.optim.Adam(self._groups, fused=True)
+            if self._pending is not None:
+                # The moments; the step sizes are those set since (torch's load replaces the
+                # group dicts with the saved ones).
+                self._adam.load_state_dict(self._pending)
+                self._pending = None
+                for group, (lr, initial) in zip(self._adam.param_groups, rates, strict=True):
+                    group["lr"], group["initial_lr"] = lr, initial
+        return self._adam
+
+    @property
+    def built(self) -> bool:
+        return self._adam is not None
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self._groups if self._adam is None else self._adam.param_groups
+
+    @property
+    def state(self) -> dict:
+        """Adam's moments per parameter (empty before the first step)."""
+        return {} if self._adam is None else self._adam.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adam.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.adam.step()
+
+    def state_dict(self) -> dict:
+        if self._adam is not None or self._pending is not None:
+            return self.adam.state_dict()
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self._groups]
+        at = 0
+        for group, own in zip(groups, self._groups, strict=True):
+            group["params"] = list(range(at, at + len(own["params"])))
+            at += len(own["params"])
+        return {"state": {}, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        for own, saved in zip(self.param_groups, state_dict["param_groups"], strict=True):
+            own["lr"] = saved["lr"]
+            own["initial_lr"] = saved.get("initial_lr", saved["lr"])
+        if self._adam is not None:
+            self._adam.load_state_dict(state_dict)
+        elif state_dict["state"]:
+            self._pending = state_dict
+
+
+def make_optimizer(model: HeightModel, config: SolverConfig) -> LazyAdam:
     """Adam with two parameter groups: network weights and free per-point heights.
 
     The two live in different units (weights versus heights), so each has its own step size.
+    Built by torch at the first step (:class:`LazyAdam`).
     """
     named = list(model.named_parameters())
     free = [p for name, p in named if name == "residual"]
@@ -260,8 +330,7 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> torch.optim.Adam
             "initial_lr": config.height_learning_rate,
         },
     ]
-    groups = [g for g in groups if g["params"]]
-    return torch.optim.Adam(groups, fused=True)
+    return LazyAdam([g for g in groups if g["params"]])
 
 
 def _cells(problem: Problem, h: Tensor, config: SolverConfig) -> PowerCells:

@@ -226,3 +226,52 @@ def test_weighted_draw_follows_weights():
     freq = np.bincount(draw.numpy(), minlength=4) / 40_000
     np.testing.assert_allclose(freq, w.numpy(), atol=0.01)
     assert freq[1] == 0
+
+
+def test_newton_fit_builds_no_torch_optimiser():
+    """Constructing a torch optimiser imports torch._dynamo (about a second): a fit by Newton
+    steps alone (the default on small samples) never builds one."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from skot import OTNetTransport\n"
+        "rng = np.random.default_rng(0)\n"
+        "ot = OTNetTransport(random_state=0).fit(rng.normal(size=(3000, 2)),"
+        " X_target=rng.normal(size=(20, 2)))\n"
+        "assert ot.converged_\n"
+        "print('torch._dynamo' in sys.modules, ot._state.optimizer.built)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.split() == ["False", "False"]
+
+
+def test_lazy_adam_round_trips_its_moments_and_step_sizes():
+    from skot._potentials import make_height_model
+
+    model = make_height_model("residual", 2, 5, (8,), 1.0, generator=torch.Generator())
+    opt = _solver.make_optimizer(model, _solver.SolverConfig())
+    assert not opt.built and opt.state == {}
+    opt.param_groups[0]["lr"] = 0.125  # the schedule sets step sizes before any step
+    before = opt.state_dict()
+    fresh = _solver.make_optimizer(model, _solver.SolverConfig())
+    fresh.load_state_dict(before)
+    assert fresh.param_groups[0]["lr"] == 0.125 and not fresh.built
+    model(torch.zeros(5, 2)).sum().backward()
+    opt.step()
+    assert opt.built and opt.param_groups[0]["lr"] == 0.125 and len(opt.state) > 0
+    saved = opt.state_dict()
+    loaded = _solver.make_optimizer(model, _solver.SolverConfig())
+    loaded.load_state_dict(saved)
+    assert not loaded.built  # the moments wait for the first step
+    loaded.param_groups[1]["lr"] = 0.25  # set after loading: kept when the moments arrive
+    loaded.zero_grad()
+    model(torch.zeros(5, 2)).sum().backward()
+    loaded.step()
+    # The moments came back: this is the second step of every parameter.
+    assert loaded.built and len(loaded.state) == len(list(model.parameters()))
+    assert all(float(s["step"]) == 2.0 for s in loaded.state.values())
+    assert loaded.param_groups[1]["lr"] == 0.25 and loaded.param_groups[0]["lr"] == 0.125
