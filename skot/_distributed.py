@@ -206,21 +206,12 @@ class TargetShards(Group):
     holds all of them)."""
 
     splits_rows = False
-
-    def sum(self, tensor: Tensor) -> Tensor:
-        return tensor
-
-    def sum_array(self, array: np.ndarray) -> np.ndarray:
-        return np.asarray(array, dtype=np.float64)
-
-    def sum_float(self, value: float) -> float:
-        return float(value)
-
-    def median(self, values: Tensor) -> float:
-        return LocalGroup.median(self, values)
-
-    def seed(self, generator: torch.Generator) -> torch.Generator:
-        return generator  # the same draws on every rank
+    # Sums over rows are local (every rank holds all of them) and every rank draws the same.
+    sum = LocalGroup.sum
+    sum_array = LocalGroup.sum_array
+    sum_float = LocalGroup.sum_float
+    median = LocalGroup.median
+    seed = LocalGroup.seed
 
     def cells(self, Y: Tensor, h: Tensor, block_elements: int | None = None) -> PowerCells:
         return ShardedCells(Y, h, self, block_elements=block_elements)

@@ -98,15 +98,11 @@ def smoothed(
     if eps is None:
         gap = group.median(vals[:, 0] - vals[:, 1]) if vals.shape[1] > 1 else 1.0
         eps = max(gap, MIN_TEMPERATURE)
-    m = Y.shape[0]
-    # The hard masses and the hard potential, summed in one collective.
-    summed = torch.zeros(m + 1, dtype=torch.float64, device=X.device)
-    summed[:m].index_add_(0, idx[:, 0], w.double())
-    summed[m] = w.double() @ vals[:, 0].double()
-    group.sum(summed)
-    hard = summed[:m]
+    hard, potential = _summed(
+        group, Y.shape[0], idx[:, 0], w.double(), w.double() @ vals[:, 0].double()
+    )
     nu_h = float(nu.double() @ h.double())
-    hard_energy = float(summed[m]) - nu_h
+    hard_energy = potential - nu_h
     empty = vals.new_empty(0)
     base = Smoothed(eps, 0.0, hard_energy, hard, hard, empty, idx, vals, nu_h, candidates)
     return resmoothed(base, w, eps, group=group)
@@ -118,16 +114,24 @@ def resmoothed(s: Smoothed, w: Tensor, eps: float, *, group: LocalGroup = LOCAL)
     lse = torch.logsumexp(z, dim=1)
     prob = torch.exp(z - lse[:, None])
     w64 = w.double()
-    m = s.hard.shape[0]
-    summed = torch.zeros(m + 1, dtype=torch.float64, device=s.hard.device)
-    summed[:m].index_add_(0, s.index.reshape(-1), (w64[:, None] * prob).reshape(-1))
-    summed[m] = w64 @ lse
-    group.sum(summed)
-    soft = summed[:m]
-    energy = eps * float(summed[m]) - s.nu_h
+    flat = (w64[:, None] * prob).reshape(-1)
+    soft, potential = _summed(group, s.hard.shape[0], s.index.reshape(-1), flat, w64 @ lse)
+    energy = eps * potential - s.nu_h
     return Smoothed(
         eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h, s.candidates
     )
+
+
+def _summed(
+    group: LocalGroup, m: int, index: Tensor, weights: Tensor, total: Tensor
+) -> tuple[Tensor, float]:
+    """Masses ``sum_i weights_i [index_i = j]`` over ``m`` cells and a scalar ``total``,
+    summed over the ranks in one collective."""
+    out = torch.zeros(m + 1, dtype=torch.float64, device=index.device)
+    out[:m].index_add_(0, index, weights)
+    out[m] = total
+    group.sum(out)
+    return out[:m], float(out[m])
 
 
 def newton_direction(
