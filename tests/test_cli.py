@@ -427,3 +427,17 @@ def test_directory_without_images_is_named(images, capsys):
     (tmp / "empty").mkdir()
     assert main(["color-transfer", str(tmp / "empty"), str(ref), str(tmp / "o"), *FAST]) == 1
     _one_error_line(capsys, "without images")
+
+
+def test_console_lets_idle_openmp_threads_sleep_unless_told_otherwise(monkeypatch):
+    import skot._cli as cli
+
+    ended = []
+    monkeypatch.setattr(cli, "main", lambda: 0)
+    monkeypatch.setattr(cli.os, "_exit", ended.append)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    cli.console()
+    assert ended == [0] and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice stands
+    cli.console()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
