@@ -319,8 +319,8 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
     text += __doc__.split("\n\n")[1].replace("\n", " ") + "\n\n"
     text += (
         "skot: `OTNetAdapter()` at its defaults (exact coupling, class-aware cost with "
-        "label_weight=1.5 and 3 rounds of spread pseudo-labels, barycentric images with "
-        "smoothing=0.1). Label-free selection: the best of the grid "
+        "label_weight=0.5 and 3 rounds of spread pseudo-labels, barycentric images with "
+        "smoothing=0.5 target spacings). Label-free selection: the best of the grid "
         f"{[dict(p) for p in SELECTION_GRID]} (changes from the defaults) by "
         "`ReverseValidationScorer` on the source rows. POT's Sinkhorn transports use "
         "`norm='max'` (their cost otherwise underflows `exp(-C / reg)` at these dimensions). "

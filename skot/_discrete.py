@@ -280,7 +280,13 @@ def entropic_plan(
     marginals to ``a`` is at most ``tol`` (the column marginals are exact after every
     iteration).
     """
-    K = np.exp(-np.maximum(C - u[:, None] - v[None, :], 0.0) / reg)
+    # Shift the reduced cost so that every row, then every column, has a zero (a change of
+    # ``u`` and ``v`` that leaves the plan unchanged): rounding errors of the duals (1e-9 on a
+    # cost of 1e3) would otherwise empty whole rows of the kernel at a small ``reg``.
+    R = np.maximum(C - u[:, None] - v[None, :], 0.0)
+    R -= R.min(axis=1, keepdims=True)
+    R -= R.min(axis=0, keepdims=True)
+    K = np.exp(-R / reg)
     r = np.ones_like(a)
     for _ in range(max_iter):
         c = b / (K.T @ r)

@@ -201,3 +201,27 @@ def test_estimated_proportions_without_pot(no_pot):
     Xt = np.vstack([rng.normal(size=(80, 2)), rng.normal(size=(20, 2)) + [4.0, 0.0]]) + 1.0
     pi = _estimate_proportions(Xs, ys, Xt, 2)
     assert abs(pi[1] - 0.2) < 0.1
+
+
+def test_entropic_plan_finite_at_tiny_temperature():
+    # Rounding errors of the duals (about 1e-9 on costs of 1e3) emptied whole kernel rows at a
+    # temperature far below them: NaN images, no message.
+    rng = np.random.default_rng(0)
+    X, Y = 30 * rng.normal(size=(40, 5)), 30 * rng.normal(size=(80, 5))
+    a, b = np.full(40, 1 / 40), np.full(80, 1 / 80)
+    C = _discrete.squared_distances(X, Y)
+    plan, u, v, _ = _discrete.exact_plan(C, a, b)
+    u = u + 1e-9 * rng.normal(size=u.shape)  # duals a hair off tight
+    entropic = _discrete.entropic_plan(C, a, b, 1e-13, u, v)
+    assert np.isfinite(entropic).all() and (entropic >= 0).all()
+    assert abs(entropic.sum() - 1.0) < 0.05
+
+
+def test_smoothing_is_in_units_of_the_target_spacing():
+    # The same data scaled by 10: the smoothed images scale with it (the temperature follows
+    # the target's nearest-neighbour spacing, not a fixed number).
+    rng = np.random.default_rng(0)
+    Xs, Xt = rng.normal(size=(30, 3)), rng.normal(size=(60, 3)) + 1.0
+    small = OTNetAdapter(label_weight=0.0).fit_transform(Xs, X_target=Xt)
+    large = OTNetAdapter(label_weight=0.0).fit_transform(10 * Xs, X_target=10 * Xt)
+    np.testing.assert_allclose(large, 10 * small, rtol=1e-6, atol=1e-8)

@@ -45,7 +45,7 @@ def _label_scale(Xs: np.ndarray) -> float:
 
 
 #: ``label_weight="auto"`` with labels (see the user guide, "Class-aware transport").
-_AUTO_LABEL_WEIGHT = 1.5
+_AUTO_LABEL_WEIGHT = 0.5
 
 #: Median over the features of the target's spread over the source's (or its inverse), and
 #: median distance of the means in source standard deviations, beyond which the two look
@@ -76,6 +76,15 @@ def _check_target_scale(Xs: np.ndarray, Xt: np.ndarray) -> None:
         UserWarning,
         stacklevel=4,
     )
+
+
+def _spacing(At: np.ndarray) -> float:
+    """Median over the target rows of the squared distance to the nearest other target row:
+    the unit of ``smoothing`` (a temperature of one spacing weighs a neighbouring target row
+    about ``exp(-1)`` as much as the row's own, whatever the scale or dimension)."""
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(At).kneighbors(At)
+    spacing = float(np.median(dist[:, 1] ** 2))
+    return spacing if spacing > 0 else 1.0
 
 
 def _exact_applies(n_source: int, n_target: int, weights) -> bool:
@@ -150,14 +159,16 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         the hard map (``transport.epsilon > 0``: a softmax-weighted mean). With a given
         ``transport``, ``"barycentric"`` fits the map from the target samples onto the source
         points and takes the mean of the target samples of each cell.
-    smoothing : float, default=0.1
+    smoothing : float, default=0.5
         Entropic smoothing of the barycentric images with the default transport: the images
         come from the entropic coupling with the same (class-aware) cost and a temperature of
-        ``smoothing`` times the mean cost, which averages nearby target rows. ``0`` keeps the
-        exact coupling's images. Ignored with ``direction="forward"`` or a given
+        ``smoothing`` times the target's spacing (the median over the target rows of the
+        squared distance to the nearest other target row), which averages nearby target rows
+        the same way whatever the data's scale and dimension. ``0`` keeps the exact coupling's
+        images. Ignored with ``direction="forward"`` or a given
         ``transport``.
     label_weight : float or "auto", default="auto"
-        Class-aware transport. ``"auto"``: ``1.5`` when ``y`` is given, else ``0``. ``0``
+        Class-aware transport. ``"auto"``: ``0.5`` when ``y`` is given, else ``0``. ``0``
         ignores the labels. ``> 0`` appends
         ``label_weight * s * onehot(y)`` to the source rows and ``label_weight * s * q`` to
         the target rows, where ``s`` is the root mean squared distance of the source to its
@@ -288,7 +299,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         transport=None,
         *,
         direction="barycentric",
-        smoothing=0.1,
+        smoothing=0.5,
         label_weight="auto",
         label_estimator=None,
         n_label_iter=3,
@@ -444,7 +455,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.transport_ = self._transport_from_plan(plan, As, At, a, b, u, v)
         if self.smoothing > 0 and self.direction == "barycentric":
             C = squared_distances(As, At)
-            plan = entropic_plan(C, a, b, self.smoothing * float(C.mean()), u, v)
+            plan = entropic_plan(C, a, b, self.smoothing * _spacing(At), u, v)
             moved = (plan @ At[:, : Xs64.shape[1]]) / plan.sum(axis=1, keepdims=True)
         if self.direction == "forward":
             moved = np.asarray(self.transport_.transform(As), dtype=np.float64)[:, : Xs64.shape[1]]
