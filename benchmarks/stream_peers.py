@@ -229,7 +229,7 @@ def run(quick: bool, fig_dir: Path) -> str:
     seed = 0
     table, curves, loads = [], {}, []
     for d, m, fresh in problems:
-        loads.append(f"d = {d}: {load_note().split(':', 1)[-1].strip()}")
+        loads.append(f"d = {d}: {os.getloadavg()[0]:.1f}")
         Y = _targets(d, m, seed)
         kwargs = {"d": d, "m": m, "budgets": budgets, "seed": seed}
         runs = {"skot": _in_process("skot_runs", kwargs, 3600, not quick)}
