@@ -225,3 +225,17 @@ def test_smoothing_is_in_units_of_the_target_spacing():
     small = OTNetAdapter(label_weight=0.0).fit_transform(Xs, X_target=Xt)
     large = OTNetAdapter(label_weight=0.0).fit_transform(10 * Xs, X_target=10 * Xt)
     np.testing.assert_allclose(large, 10 * small, rtol=1e-6, atol=1e-8)
+
+
+def test_a_power_diagram_that_misses_the_coupling_is_a_warning():
+    """n = m on a line: float32 scores cannot separate the exact coupling's near ties, so the
+    fitted transport_ does not reproduce it; the adapter says so instead of keeping quiet."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skot.da import OTNetAdapter
+
+    rng = np.random.default_rng(0)
+    Xs, Xt = rng.normal(size=(300, 1)), rng.normal(0.5, 0.8, size=(300, 1))
+    with pytest.warns(ConvergenceWarning, match="power diagram recovered"):
+        adapter = OTNetAdapter().fit(Xs, X_target=Xt)
+    assert not adapter.transport_.converged_

@@ -13,6 +13,7 @@ from sklearn.base import (
     _fit_context,
     clone,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import KNeighborsClassifier, NearestNeighbors
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -452,7 +453,21 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 At = np.hstack([Xt64, scale * proba])
                 plan, u, v = _coupling(As, At, a, b)
                 moved = self._plan_images(plan, As, At, u, v)[:, : Xs64.shape[1]]
-        self.transport_ = self._transport_from_plan(plan, As, At, a, b, u, v)
+        self.transport_, margin = self._transport_from_plan(plan, As, At, a, b, u, v)
+        # (With a margin the diagram holds the coupling; a marginal error a hair above tol is
+        # then the discreteness floor's rounding, not a miss.)
+        if margin == 0 and not self.transport_.converged_:
+            warnings.warn(
+                "OTNetAdapter: the power diagram recovered from the exact coupling's duals "
+                "reproduces it only up to a marginal error of "
+                f"{self.transport_.marginal_error_:.3g} > tol={self.transport_.tol:.3g}: its "
+                "float32 scores cannot separate the coupling's near ties at "
+                f"{As.shape[0]} x {At.shape[0]} rows. The adapted training rows follow the "
+                "exact coupling, but new rows mapped by transport_ will not match it; refit "
+                "with the new rows among the source instead.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         if self.smoothing > 0 and self.direction == "barycentric":
             C = squared_distances(As, At)
             plan = entropic_plan(C, a, b, self.smoothing * _spacing(At), u, v)
@@ -470,16 +485,17 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _transport_from_plan(self, plan, As, At, a, b, u, v):
         """The fitted transport whose power diagram is the coupling's (heights from its
-        duals): source samples onto target points, or the reverse for ``"barycentric"``."""
+        duals): source samples onto target points, or the reverse for ``"barycentric"``; and
+        the margin by which the duals hold the coupling (``0``: none held)."""
         uniform_a = None if np.all(a == a[0]) else a
         tol = max(5e-3, 1.01 / max(As.shape[0], At.shape[0]))
         if self.direction == "forward":
             C = squared_distances(As, At)
-            duals, _ = strict_duals(C, rounded(plan), v)
-            return transport_from_duals(As, At, duals, sample_weight=uniform_a, tol=tol)
+            duals, margin = strict_duals(C, rounded(plan), v)
+            return transport_from_duals(As, At, duals, sample_weight=uniform_a, tol=tol), margin
         C = squared_distances(At, As)
-        duals, _ = strict_duals(C, rounded(plan.T), u)
-        return transport_from_duals(
+        duals, margin = strict_duals(C, rounded(plan.T), u)
+        transport = transport_from_duals(
             At,
             As,
             duals,
@@ -489,6 +505,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 At.shape[0], As.shape[0], None if uniform_a is None else ("targets", a)
             ),
         )
+        return transport, margin
 
     def _blend(self, rows, images):
         """``rows + strength * (images - rows)``; exactly ``rows`` (a copy) at strength 0 and
