@@ -171,8 +171,10 @@ def accuracy_case(name, n_source, n_target, n_features, shift, imbalanced) -> li
         for label, make in _skada_methods().items():
             t = time.perf_counter()
             try:
-                pipe = make().fit(X, y, sample_domain=sd)
-                pred = pipe.predict(Xt, sample_domain=-2 * np.ones(Xt.shape[0], dtype=int))
+                # skada routes sample_domain through metadata routing, which it expects on.
+                with sklearn.config_context(enable_metadata_routing=True):
+                    pipe = make().fit(X, y, sample_domain=sd)
+                    pred = pipe.predict(Xt, sample_domain=-2 * np.ones(Xt.shape[0], dtype=int))
                 out[label] = (float(np.mean(pred == yt)), time.perf_counter() - t)
             except (ValueError, np.linalg.LinAlgError):  # e.g. a singular covariance
                 out[label] = (float("nan"), time.perf_counter() - t)
