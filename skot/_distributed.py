@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._kernels import PowerCells, ShardedCells
+from ._kernels import CellSums, PowerCells, ShardedCells
 
 __all__ = [
     "LOCAL",
@@ -58,6 +58,11 @@ class LocalGroup:
     def sum(self, tensor: Tensor) -> Tensor:
         """``tensor`` summed over the ranks, in place (returned)."""
         return tensor
+
+    def sum_cells(self, local: CellSums) -> CellSums:
+        """The masses, sums and potential of a pass summed over the ranks (the assignment
+        stays the rank's own)."""
+        return local
 
     def sum_array(self, array: np.ndarray) -> np.ndarray:
         """A float64 NumPy array summed over the ranks."""
@@ -143,6 +148,16 @@ class Group(LocalGroup):
         t = torch.as_tensor(np.array(array, dtype=np.float64))
         return self.sum(t).numpy()
 
+    def sum_cells(self, local: CellSums) -> CellSums:
+        parts = (local.masses, local.sums, local.potential)
+        flat = self.sum(torch.cat([p.double().reshape(-1) for p in parts if p is not None]))
+        out, at = [], 0
+        for p in parts:  # one collective, unpacked in the parts' own shapes and dtypes
+            if p is not None:
+                p, at = flat[at : at + p.numel()].view(p.shape).to(p.dtype), at + p.numel()
+            out.append(p)
+        return CellSums(*out, local.index)
+
     def sum_float(self, value: float) -> float:
         return float(self.sum_array(np.array([value]))[0])
 
@@ -208,6 +223,7 @@ class TargetShards(Group):
     splits_rows = False
     # Sums over rows are local (every rank holds all of them) and every rank draws the same.
     sum = LocalGroup.sum
+    sum_cells = LocalGroup.sum_cells
     sum_array = LocalGroup.sum_array
     sum_float = LocalGroup.sum_float
     median = LocalGroup.median

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ._distributed import LOCAL, LocalGroup
 from ._kernels import default_block_elements
 
 __all__ = [
@@ -174,7 +175,7 @@ def gaussian_offset(
     Y: Tensor,
     x_weight: Tensor | None = None,
     y_weight: Tensor | None = None,
-    group=None,
+    group: LocalGroup = LOCAL,
 ) -> tuple[Tensor, Tensor]:
     """Centre ``c`` and precision ``P`` of the dual potential of the Gaussian OT map.
 
@@ -187,7 +188,7 @@ def gaussian_offset(
     ranks (each holding some of its rows).
     """
 
-    def moments(Z, w, group=None):
+    def moments(Z, w, group):
         # Accumulated in float64 over row chunks: no full-size float64 copy of the data.
         n, d = Z.shape
         total = torch.zeros((), dtype=torch.float64, device=Z.device)
@@ -204,9 +205,8 @@ def gaussian_offset(
             total += wc.sum()
             first += wc @ Zc
             second += Zc.T @ (Zc * wc[:, None])
-        if group is not None and group.splits_rows:
-            flat = group.sum(torch.cat([total[None], first, second.reshape(-1)]))
-            total, first, second = flat[0], flat[1 : d + 1], flat[d + 1 :].view(d, d)
+        flat = group.sum(torch.cat([total[None], first, second.reshape(-1)]))
+        total, first, second = flat[0], flat[1 : d + 1], flat[d + 1 :].view(d, d)
         mean = first / total
         return mean, second / total - torch.outer(mean, mean)
 
@@ -217,7 +217,7 @@ def gaussian_offset(
         return (vecs * vals) @ vecs.T
 
     ms, Cs = moments(X, x_weight, group)
-    mt, Ct = moments(Y, y_weight)
+    mt, Ct = moments(Y, y_weight, LOCAL)  # the target is the same on every rank
     d = X.shape[1]
     ridge = 1e-3 * (torch.trace(Cs) + torch.trace(Ct)) / (2 * d) + 1e-12
     eye = torch.eye(d, dtype=Cs.dtype, device=Cs.device)
@@ -295,7 +295,7 @@ def initial_height_model(
     fourier_scale: float,
     init: str,
     generator: torch.Generator,
-    group=None,
+    group: LocalGroup = LOCAL,
 ) -> HeightModel:
     """The height model a fit starts from, for source ``X`` and target ``Y`` (standardised).
 

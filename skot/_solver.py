@@ -131,10 +131,7 @@ class Problem:
 
     def sums(self, cells: PowerCells, X: Tensor, weights: Tensor | None, **kwargs) -> CellSums:
         """:meth:`~._kernels.PowerCells.cell_sums` of rows ``X``, summed over the ranks."""
-        local = cells.cell_sums(X, weights, **kwargs)
-        if not self.group.splits_rows:
-            return local
-        return _summed(self.group, local)
+        return self.group.sum_cells(cells.cell_sums(X, weights, **kwargs))
 
 
 @dataclass(frozen=True)
@@ -456,22 +453,6 @@ def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) ->
     return config.solver == "newton" or problem.n_samples <= config.max_eval_samples
 
 
-def _summed(group: LocalGroup, local: CellSums) -> CellSums:
-    """The masses, sums and potential of ``local`` summed over the ranks, in one collective
-    (the assignment stays local)."""
-    parts = [p for p in (local.masses, local.sums, local.potential) if p is not None]
-    flat = torch.cat([p.double().reshape(-1) for p in parts])
-    group.sum(flat)
-    out, at = [], 0
-    for p in (local.masses, local.sums, local.potential):
-        if p is None:
-            out.append(None)
-            continue
-        out.append(flat[at : at + p.numel()].view(p.shape).to(p.dtype))
-        at += p.numel()
-    return CellSums(out[0], out[1], out[2], local.index)
-
-
 def _source_weights(problem: Problem) -> Tensor:
     X, w = problem.source, problem.source_weight
     return X.new_full((X.shape[0],), 1.0 / X.shape[0]) if w is None else w
@@ -695,9 +676,7 @@ def _adam_steps(loop: _Loop, hand_over: bool) -> None:
             if state.step % 10 == 0:
                 loop.keep_good()
             continue
-        eval_every = config.eval_every or max(
-            10, math.ceil(2 * loop.n_eval / state.batch_size)
-        )
+        eval_every = config.eval_every or max(10, math.ceil(2 * loop.n_eval / state.batch_size))
         if state.step % eval_every and state.step < loop.end_step:
             continue
         loop.check_finite()

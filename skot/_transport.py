@@ -509,7 +509,12 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                     error = exc
                 group.agree(error)
                 if group.distributed:
-                    check_replicated(group, X=X, sample_weight=mu, X_target=Y, target_weight=nu)
+                    check_replicated(
+                        group,
+                        {"X": X, "sample_weight": mu, "X_target": Y, "target_weight": nu},
+                        'with distributed="targets" every rank passes the same data (each '
+                        "scores its own slice of the targets)",
+                    )
             error = None
             try:
                 if incremental:

@@ -7,6 +7,7 @@ Every check fails with a ``ValueError`` or ``TypeError`` that names the argument
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from numbers import Integral
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array, validate_data
 
+from ._distributed import LOCAL
 from .exceptions import DataRangeError
 
 __all__ = [
@@ -337,7 +339,7 @@ def _weighted_spread(A, weights, center) -> float:
     return spread
 
 
-def standardization(X, mu, Y, nu, group=None) -> tuple[np.ndarray, float]:
+def standardization(X, mu, Y, nu, group=LOCAL) -> tuple[np.ndarray, float]:
     """Centre and scale of the internal standardisation ``x' = (x - center) / scale``, checked.
 
     One centre (the source mean) and one scale for source and target, from the mean squared
@@ -354,12 +356,8 @@ def standardization(X, mu, Y, nu, group=None) -> tuple[np.ndarray, float]:
     center = np.zeros(d)
     for r0, chunk in _chunks(X):
         center += w[r0 : r0 + chunk.shape[0]] @ chunk.astype(np.float64)
-    if group is not None:
-        center = group.sum_array(center)
-    spread = _weighted_spread(X, w, center)
-    if group is not None:
-        spread = group.sum_float(spread)
-    spread += _weighted_spread(Y, nu, center)
+    center = group.sum_array(center)
+    spread = group.sum_float(_weighted_spread(X, w, center)) + _weighted_spread(Y, nu, center)
     variance = spread / (2 * d)
     if not variance >= _MIN_VARIANCE:
         far = max(_max_distance(X, center), _max_distance(Y, center))
@@ -414,20 +412,18 @@ def validate_distributed_inputs(
     except Exception as exc:  # agreed on below: every rank raises
         error = exc
     group.agree(error)
-    fingerprint = [X.shape[1], _digest(Y), _digest(nu), None if ids is None else _digest(ids)]
-    prints = group.gather(fingerprint)
+    check_replicated(
+        group,
+        {
+            "the number of features": np.array(X.shape[1]),
+            "X_target": Y,
+            "target_weight": nu,
+            "target_ids": ids,
+        },
+        "with distributed=True every rank passes its own rows as X (and sample_weight) and the "
+        "same target",
+    )
     n_rows, total = group.sum_array(np.array([X.shape[0], float(w.sum())]))
-    if any(p != prints[0] for p in prints):
-        bad = next(r for r, p in enumerate(prints) if p != prints[0])
-        what = (
-            "the number of features"
-            if prints[bad][0] != prints[0][0]
-            else ("X_target, target_weight or target_ids")
-        )
-        raise ValueError(
-            f"ranks 0 and {bad} were given different {what}: with distributed=True every rank "
-            "passes its own rows as X (and sample_weight) and the same target"
-        )
     if n_rows < 2:
         raise ValueError(f"the ranks hold {int(n_rows)} source rows in all; at least 2 are needed")
     if not total > 0:
@@ -441,22 +437,17 @@ def validate_distributed_inputs(
     return X, mu, Y, nu, ids, center, scale
 
 
-def check_replicated(group, **arrays) -> None:
-    """Fail on every rank unless every rank holds the same ``arrays`` (``None`` allowed)."""
+def check_replicated(group, arrays: dict, why: str) -> None:
+    """Fail on every rank unless every rank holds the same ``arrays`` (name: array or
+    ``None``), saying which differ and ``why`` they must not."""
     prints = group.gather({k: None if a is None else _digest(a) for k, a in arrays.items()})
     for rank, p in enumerate(prints):
         differ = [k for k in arrays if p[k] != prints[0][k]]
         if differ:
-            raise ValueError(
-                f"ranks 0 and {rank} were given different {', '.join(differ)}: with "
-                'distributed="targets" every rank passes the same data (each scores its own '
-                "slice of the targets)"
-            )
+            raise ValueError(f"ranks 0 and {rank} were given different {', '.join(differ)}: {why}")
 
 
 def _digest(A) -> str:
-    import hashlib
-
     A = np.ascontiguousarray(A)
     return hashlib.sha1(str((A.dtype, A.shape)).encode() + A.tobytes()).hexdigest()
 
