@@ -190,6 +190,9 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
         A = P.T @ P
         # The same relative penalty as in _gcv: the mean squared singular value.
         penalty = ridge * float(torch.trace(A)) / min(P.shape)
+        # Features equal on every target (targets that coincide after the standardisation):
+        # nothing to learn, and any positive penalty gives the zero weights.
+        penalty = penalty if penalty > 0 else 1.0
         A += penalty * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
         coef = torch.linalg.solve(A, P.T @ (c - c_mean))
         last = net.layers[-1]

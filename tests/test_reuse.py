@@ -1,6 +1,7 @@
 """Reuse: Newton and Adam solvers, warm starts on changed targets, streaming partial_fit."""
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -333,3 +334,18 @@ def test_warm_start_ends_no_worse_than_it_starts_and_beats_a_cold_start(change):
     assert ot.converged_ and ot.marginal_error_ <= errors[0]
     cold = OTNetTransport(random_state=0).fit(X, X_target=Y2)
     assert errors[0] < cold.marginal_error_curve_[0][1]
+
+
+def test_distillation_of_targets_the_network_cannot_tell_apart():
+    """Two targets that coincide after the standardisation (source at 1e8, targets near 0)
+    give the network the same features: the distillation learns nothing and the fit ends
+    normally (it raised a singular-matrix error from inside torch)."""
+    X = np.array([[1e8], [99999999.9]])
+    Y = np.array([[0.12573022], [-0.13210486]])
+    ot = OTNetTransport(
+        height="residual", hidden_layer_sizes=(4,), max_iter=4, fourier_scale=0.0, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ot.fit(X, X_target=Y)
+    assert np.isfinite(ot.heights_).all()
