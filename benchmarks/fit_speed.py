@@ -1,5 +1,5 @@
 """Fit speed of free heights by Newton steps: full passes only (every pass a top-k over all
-``n m`` scores) against candidate passes (:class:`skot._kernels.Candidates`), side by side on
+``n m`` scores) against candidate passes (:class:`skot._candidates.Candidates`), side by side on
 the same problems, each fit in a fresh process, one torch thread; the profile of one full
 pass (product against top-k and reductions) and the scaling of fit time with ``n``, ``m`` and
 ``d`` against the matrix-multiply roofline.
@@ -28,7 +28,7 @@ __all__ = ["case_fit", "case_pass_profile", "run"]
 def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_iter: int = 40):
     """Fit vector heights (Newton steps) with ``candidates`` per sample (0: full passes);
     time the full top-k passes, the candidate rescoring and the rest."""
-    from skot import OTNetTransport, _kernels, _newton
+    from skot import OTNetTransport, _candidates, _kernels, _newton
 
     torch.set_num_threads(1)
     _newton.CANDIDATES = candidates
@@ -45,7 +45,7 @@ def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_ite
 
         return wrapper
 
-    full_top_k, cand_top_k = _kernels.PowerCells.top_k, _kernels.Candidates.top_k
+    full_top_k, cand_top_k = _kernels.PowerCells.top_k, _candidates.Candidates.top_k
 
     def full(self, X, k):
         start = time.perf_counter()
@@ -67,7 +67,7 @@ def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_ite
         counts["passes"] += 1
         return smoothed(*args, **kwargs)
 
-    _kernels.PowerCells.top_k, _kernels.Candidates.top_k = full, cand
+    _kernels.PowerCells.top_k, _candidates.Candidates.top_k = full, cand
     _newton.smoothed = counted
     _newton.resmoothed = timed("smoothing", _newton.resmoothed)
     _newton.newton_direction = timed("direction", _newton.newton_direction)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ._candidates import Candidates
 from ._distributed import LOCAL, LocalGroup
-from ._kernels import Candidates
 
 __all__ = [
     "Smoothed",

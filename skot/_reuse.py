@@ -15,7 +15,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._kernels import Candidates, PowerCells, default_block_elements
+from ._candidates import Candidates
+from ._kernels import PowerCells, default_block_elements
 from ._potentials import _MLP, HeightModel
 
 __all__ = [

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 from . import _newton
+from ._candidates import Candidates
 from ._distributed import LOCAL, LocalGroup
-from ._kernels import Candidates, CellSums, PowerCells, marginal_error, noise_floor
+from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel
 from ._reuse import distill, warm_start_heights
 

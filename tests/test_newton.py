@@ -1,4 +1,4 @@
-"""Newton passes with candidates (:class:`skot._kernels.Candidates`) against full passes: the
+"""Newton passes with candidates (:class:`skot._candidates.Candidates`) against full passes: the
 same steps, the same cells and masses, on seeded problems (exact ties are tested on the
 kernels, in integer data: after a Newton step, tied heights differ by rounding)."""
 

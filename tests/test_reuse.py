@@ -278,7 +278,8 @@ def test_distilled_network_keeps_the_map_and_learns_the_smooth_part():
 
 def _all_candidates(X, Y, h):
     """Every row's cells by decreasing score, as a pass's candidates would list them."""
-    from skot._kernels import Candidates, PowerCells
+    from skot._candidates import Candidates
+    from skot._kernels import PowerCells
 
     cells = PowerCells(Y, h)
     return Candidates(cells, X, Y.shape[0]).top_k(cells, Y.shape[0])
