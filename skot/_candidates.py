@@ -76,13 +76,124 @@ class Candidates:
         self.heights = cells.h.clone()[None]
         self.n_full = self.X.shape[0]
         self.n_scores = self.X.shape[0] * cells.n_cells
+        self._min_valid = self.width
+
+    def covers(self, X: Tensor, n_cells: int) -> bool:
+        """Whether these candidates are of the rows ``X`` (the same values; then they become
+        the rows every later pass is over) and of ``n_cells`` cells."""
+        if self.heights.shape[1] != n_cells:
+            return False
+        same = self.X is X or (
+            self.X.shape == X.shape
+            and self.X.dtype == X.dtype
+            and self.X.device == X.device
+            and bool(torch.equal(self.X, X))
+        )
+        if same:
+            self.X = X
+        return same
 
     @torch.no_grad()
-    def top_k(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
-        """:meth:`PowerCells.top_k` of the rows at the heights of ``cells`` (same targets):
-        the ``k`` largest scores in decreasing order (ties among candidates: the lower cell
-        first) and their cells."""
-        k = min(k, self.width)
+    def retarget(self, Y_old: Tensor, cells: PowerCells, previous: Tensor) -> None:
+        """Carry the candidates over to a changed target, in place, with no full pass.
+
+        ``cells``: the new target points and the heights ``h`` the next passes start from;
+        ``previous``: for each new point the index of the old point (rows of ``Y_old``) it
+        continues, ``-1`` for a new point. A continued point keeps its reference heights; if
+        it moved by ``dy_j``, its candidate scores are recomputed at the new position, the
+        mean move ``t`` enters each row's bound exactly (``<x, t>``) and the rest lowers the
+        point's reference heights by the most it can add to a score (``max_i |x_i| |dy_j -
+        t|``), so that the next pass's certificate counts it as a rise. Candidates of removed
+        points are dropped (placeholders: one of the row's cells again, at ``-inf``); a row
+        left with fewer than half its width gets a full pass, and all rows do when more than
+        :attr:`FULL_SHARE` of the candidates were removed. New points are scored against
+        every row (``n`` times their number) and enter a row's list where they rank in its
+        best ``width``; the bound also covers those that did not.
+        """
+        Y, h = cells.Y, cells.h
+        m, n, dev = Y.shape[0], self.X.shape[0], Y.device
+        if self.width >= m or self.width >= Y_old.shape[0] or not bool((previous >= 0).any()):
+            self.width = min(self.width, m)
+            self._y_norm = float(Y.norm(dim=1).max())
+            self._refresh_all(cells)
+            return
+        points = torch.arange(m, device=dev)
+        kept = previous >= 0
+        new_of_old = torch.full((Y_old.shape[0],), -1, dtype=torch.long, device=dev)
+        new_of_old[previous[kept]] = points[kept]
+        # A point continued twice (duplicate ids or coordinates): the second one is new.
+        continued = kept.clone()
+        continued[kept] = new_of_old[previous[kept]] == points[kept]
+        fresh = (~continued).nonzero().squeeze(1)
+        index = new_of_old[self.index.long()]
+        valid = index >= 0
+        if float(valid.float().mean()) < 1 - self.FULL_SHARE:
+            # Many candidates removed: the lists would lack the cells that take their place,
+            # and the warm start reads them. One full pass.
+            self._y_norm = float(Y.norm(dim=1).max())
+            self._refresh_all(cells)
+            return
+        first = valid.to(torch.int8).argmax(dim=1, keepdim=True)
+        index = torch.where(valid, index, index.gather(1, first)).clamp_min(0)
+        # Reference heights of the new points: a moved point's lowered by the most its move
+        # (beyond the mean move, which the rows' bounds take exactly) can add to a score.
+        old = previous.clamp_min(0)
+        heights = self.heights[:, old]
+        heights[:, fresh] = h[fresh]
+        dy = (Y - Y_old[old]).double()
+        dy[~continued] = 0.0
+        floor = self.floor.clone()
+        self._y_norm = max(self._y_norm, float(Y.norm(dim=1).max()))
+        if bool(dy.any()):
+            t = dy[continued].mean(dim=0)
+            reach = float(self._x_norm.max()) * (dy - t).norm(dim=1)
+            heights[:, continued] -= reach[continued].to(heights.dtype)
+            floor += (self.X.double() @ t).to(floor.dtype)
+        h_max = float(h.abs().max()) + float(heights.abs().max())
+        floor += self._unit * (self._x_norm * self._y_norm + h_max)  # the bound is computed
+        zero = PowerCells(Y, torch.zeros_like(h), block_elements=cells.block_elements)
+        scores = zero.scores_at(self.X, index)
+        flat = heights.reshape(-1)
+        for r0 in range(0, n, _SORT_ROWS):
+            rows = slice(r0, r0 + _SORT_ROWS)
+            scores[rows] += flat[(self.reference[rows] * m)[:, None] + index[rows]]
+        scores[~valid] = -torch.inf
+        self.index = self.scores = None
+        if fresh.numel():
+            sub = PowerCells(Y[fresh], h[fresh], block_elements=cells.block_elements)
+            fv, fi = sub.top_k(self.X, min(self.width, fresh.numel()))
+            if fresh.numel() > self.width:
+                floor = torch.maximum(floor, fv[:, -1])  # the new points that did not rank
+            for r0 in range(0, n, _SORT_ROWS):
+                rows = slice(r0, r0 + _SORT_ROWS)
+                v = torch.cat([scores[rows], fv[rows]], 1)
+                i = torch.cat([index[rows], fresh[fi[rows]]], 1)
+                v, pos = v.topk(self.width + 1, dim=1)
+                floor[rows] = torch.maximum(floor[rows], v[:, -1])  # the entry that left
+                valid[rows] = v[:, :-1] > -torch.inf
+                scores[rows], index[rows] = _by_cell(v[:, :-1], i.gather(1, pos[:, :-1]))
+            del fv, fi
+        else:  # the new indices need not keep the old order
+            for r0 in range(0, n, _SORT_ROWS):
+                rows = slice(r0, r0 + _SORT_ROWS)
+                scores[rows], index[rows] = _by_cell(scores[rows], index[rows])
+        self.scores, self.index, self.floor = scores, index.to(_index_dtype(m)), floor
+        self.heights = heights
+        counts = valid.sum(dim=1)
+        short = (counts < max(self.width // 2, 1)).nonzero().squeeze(1)
+        self.n_full, self.n_scores = 0, n * fresh.numel()
+        slot = self._slot(short) if short.numel() else None
+        if short.numel() and slot is None:
+            self._refresh_all(cells)
+            return
+        if short.numel():
+            self._refresh_rows(cells, short, slot)
+            counts[short] = self.width
+        self._min_valid = int(counts.min())
+
+    def _rescore(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(delta, scores, vals, idx)``: the heights' moves from each reference, every
+        candidate's score at the heights of ``cells``, and each row's ``k`` best of them."""
         n, m = self.X.shape[0], cells.n_cells
         delta = cells.h[None] - self.heights  # (references, m)
         ref = self.reference
@@ -95,6 +206,31 @@ class Candidates:
             at = (ref[rows] * m)[:, None] + self.index[rows]
             torch.add(self.scores[rows], flat[at], out=scores[rows])
             vals[rows], idx[rows] = _best(scores[rows], self.index[rows], k)
+        return delta, scores, vals, idx
+
+    @torch.no_grad()
+    def rescored(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
+        """Each row's ``k`` best candidates at the heights of ``cells``, in decreasing order,
+        with no certificate: a start (the best cells among the candidates, not necessarily
+        among all cells). ``k`` is capped at :attr:`min_valid`."""
+        _, _, vals, idx = self._rescore(cells, min(k, self.min_valid))
+        return vals, idx
+
+    @property
+    def min_valid(self) -> int:
+        """Candidates that every row holds (after :meth:`retarget` dropped removed points,
+        the other entries of a row may be placeholders)."""
+        return self._min_valid
+
+    @torch.no_grad()
+    def top_k(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
+        """:meth:`PowerCells.top_k` of the rows at the heights of ``cells`` (same targets):
+        the ``k`` largest scores in decreasing order (ties among candidates: the lower cell
+        first) and their cells (``k`` is capped at :attr:`min_valid`)."""
+        k = min(k, self.min_valid)
+        n, m = self.X.shape[0], cells.n_cells
+        delta, scores, vals, idx = self._rescore(cells, k)
+        ref = self.reference
         self.n_full = self.n_scores = 0
         if self.width >= m:
             return vals, idx
@@ -112,11 +248,10 @@ class Candidates:
                 ranked.append(None)
                 continue
             up, order = delta[r].sort(descending=True)
-            ranked.append(order)
+            ranked.append((up, order))
             entering[at_r] = torch.searchsorted(-up, -need[fail[at_r]], right=True)
         full = entering > self.FULL_SHARE * m
-        slot = self._slot(fail[full]) if bool(full.any()) else -1
-        if slot is None or int(entering.sum()) > n * m // 2:
+        if int(entering.sum()) > n * m // 2:
             del scores, vals
             self._refresh_all(cells)  # cheaper than the parts: one pass resets every bound
             vals, idx = self.scores.new_empty(n, k), idx
@@ -124,49 +259,100 @@ class Candidates:
                 rows = slice(r0, r0 + _SORT_ROWS)
                 vals[rows], idx[rows] = _best(self.scores[rows], self.index[rows], k)
             return vals, idx
-        if slot >= 0:
+        slot = self._slot(fail)  # where the failing rows go, at the current heights
+        if slot is None:
+            slot = self._merge_fewest(scores, delta, slack)
+        if bool(full.any()):
             rows = fail[full]
-            fv, fi = cells.top_k(self.X[rows], self.width)
-            self.floor[rows] = fv[:, -1]
-            fv, fi = _by_cell(fv, fi)
-            self.scores[rows], self.index[rows], self.reference[rows] = (
-                fv,
-                fi.to(self.index.dtype),
-                slot,
-            )
-            self.heights[slot] = cells.h
-            vals[rows], idx[rows] = _best(fv, fi, k)
-            self.n_full = int(rows.shape[0])
-            self.n_scores = self.n_full * m
+            vals[rows], idx[rows] = _best(*self._refresh_rows(cells, rows, slot), k)
         part = ~full
-        self._score_entering(cells, k, fail[part], entering[part], ranked, scores, vals, idx)
+        self._score_entering(
+            cells, k, fail[part], entering[part], ranked, scores, vals, idx, slot, slack
+        )
         return vals, idx
 
-    def _score_entering(self, cells, k, rows, entering, ranked, scores, vals, idx) -> None:
+    def _refresh_rows(self, cells: PowerCells, rows: Tensor, slot: int) -> tuple[Tensor, Tensor]:
+        """Fresh candidates of ``rows`` by a full pass at the heights of ``cells``, stored at
+        reference ``slot``; returns them (in increasing cell order)."""
+        fv, fi = cells.top_k(self.X[rows], self.width)
+        self.floor[rows] = fv[:, -1]
+        fv, fi = _by_cell(fv, fi)
+        self.scores[rows], self.index[rows], self.reference[rows] = (
+            fv,
+            fi.to(self.index.dtype),
+            slot,
+        )
+        self.heights[slot] = cells.h
+        self.n_full = int(rows.shape[0])
+        self.n_scores += self.n_full * cells.n_cells
+        return fv, fi
+
+    def _score_entering(
+        self, cells, k, rows, entering, ranked, scores, vals, idx, slot, slack
+    ) -> None:
         """Top ``k`` of ``rows`` over their candidates and the cells that could enter (the
-        first ``entering`` of their reference's cells ranked by increase), in place."""
+        first ``entering`` of their reference's cells ranked by increase), in place.
+
+        The rows also move to reference ``slot``, at the current heights, with no full pass:
+        their best ``width`` of the cells scored become their candidates, and their bound
+        covers the cells not scored (the row's bound plus the largest increase among them)
+        and those scored that did not rank.
+        """
         # Rows of one reference in groups of about the same count (powers of two), each
         # scored against the same leading cells.
         length = torch.where(entering > 0, entering, 1)
         group = (length.double().log2().ceil()).long()
         key = self.reference[rows] * 64 + group
+        m = cells.n_cells
         for value in torch.unique(key).tolist():
             r, g = divmod(value, 64)
             sel = key == value
             sub_rows = rows[sel]
-            top = min(int(entering[sel].max()), 2**g, cells.n_cells)
-            cols = ranked[r][:top]
+            top = min(int(entering[sel].max()), 2**g, m)
+            up, order = ranked[r]
+            cols = order[:top]
             sub = PowerCells(cells.Y[cols], cells.h[cols], block_elements=cells.block_elements)
-            kk = min(k, top)
+            kk = min(self.width, top)
             self.n_scores += sub_rows.shape[0] * top
             for r0 in range(0, sub_rows.shape[0], _SORT_ROWS):  # bounded temporaries
                 part = sub_rows[r0 : r0 + _SORT_ROWS]
                 pv, pi = sub.top_k(self.X[part], kk)
+                unranked = pv[:, -1].clone() if top > kk else None  # before the duplicates go
                 pi = cols[pi]
                 cand = self.index[part].long()
                 pv = pv.masked_fill((pi[:, :, None] == cand[:, None, :]).any(2), -torch.inf)
                 both = _by_cell(torch.cat([scores[part], pv], 1), torch.cat([cand, pi], 1))
                 vals[part], idx[part] = _best(*both, k)
+                self._rebase(part, *both, unranked, up, top, slack)
+        self.reference[rows] = slot
+        self.heights[slot] = cells.h
+
+    def _rebase(self, rows, scores, index, unranked, up, top, slack) -> None:
+        """New candidates of ``rows`` at the current heights from the cells scored for them
+        (``scores``, ``index``: their candidates and the entering cells, exact, in increasing
+        cell order; ``unranked``: a bound on the scored cells not listed, if any) and the
+        bound on the cells not scored (the row's bound plus ``up[top]``, the largest increase
+        among them)."""
+        v, pos = scores.topk(self.width + 1, dim=1)
+        floor = v[:, -1]
+        if unranked is not None:
+            floor = torch.maximum(floor, unranked)
+        if top < up.shape[0]:
+            floor = torch.maximum(floor, self.floor[rows] + up[top])
+        self.floor[rows] = floor + slack[rows]  # the bound is computed: one more allowance
+        v, i = _by_cell(v[:, :-1], index.gather(1, pos[:, :-1]))
+        self.scores[rows], self.index[rows] = v, i.to(self.index.dtype)
+
+    def _merge_fewest(self, scores: Tensor, delta: Tensor, slack: Tensor) -> int:
+        """Free the reference that the fewest rows use by moving its rows to the current
+        heights (their candidates' ``scores`` there; their bound grows by the largest rise of
+        any cell since that reference); return it."""
+        used = torch.bincount(self.reference, minlength=self.heights.shape[0])
+        slot = int(used.argmin())
+        rows = (self.reference == slot).nonzero().squeeze(1)
+        self.scores[rows] = scores[rows]
+        self.floor[rows] += delta[slot].amax() + slack[rows]
+        return slot
 
     def _slot(self, rows: Tensor) -> int | None:
         """A reference slot for new heights once ``rows`` leave theirs: one no other row uses,

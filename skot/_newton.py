@@ -89,7 +89,9 @@ def smoothed(
     rescores them instead and is carried on in the result.
     """
     cells = group.cells(Y, h)
-    if candidates is not None and (candidates.X is not X or candidates.width < min(k, Y.shape[0])):
+    if candidates is not None and (
+        candidates.X is not X or candidates.min_valid < min(k, Y.shape[0])
+    ):
         candidates = None
     if candidates is None:
         vals, idx = cells.top_k(X, k)
@@ -248,7 +250,11 @@ def pass_at(
     h = state.model(Y)
     cache = None
     if width >= TOP_K:
-        cache = Candidates(group.cells(Y, h), X, width)
+        kept = state.candidates  # from the last fit on these rows, if any
+        if kept is not None and kept.covers(X, Y.shape[0]):
+            cache = kept
+        else:
+            cache = Candidates(group.cells(Y, h), X, width)
     current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache, group=group)
     state.temperature = current.eps
     return current

@@ -327,8 +327,8 @@ def warm_start_heights(
     cells from ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved
     heights: no pass over the sample of their own.
     """
-    width = candidates.width
-    vals, idx = candidates.top_k(PowerCells(Y, h), width)
+    vals, idx = candidates.rescored(PowerCells(Y, h), candidates.width)
+    width = vals.shape[1]
     moved = insert_points(candidates.X, Y, vals, idx, w, h, nu, new)
     if width < 2:
         return moved

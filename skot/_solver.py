@@ -152,6 +152,7 @@ class SolverConfig:
     min_lr_factor: float = 2.0**-10
     full_batch_patience: int = 10
     solver: str = "auto"
+    keep_candidates: bool = False  # keep the last Newton pass's candidates for a warm start
 
 
 class ScheduleEntry(NamedTuple):
@@ -206,6 +207,9 @@ class SolverState:
     # (heights, the Newton pass at them), left by restart_schedule for the first Newton step
     # (not part of a snapshot).
     first_pass: object | None = None
+    # The last Newton pass's candidates (config.keep_candidates): a later fit on the same rows
+    # starts from them instead of a full pass (not part of a snapshot).
+    candidates: Candidates | None = None
 
 
 @dataclass(frozen=True)
@@ -331,6 +335,25 @@ def make_optimizer(model: HeightModel, config: SolverConfig) -> LazyAdam:
     return LazyAdam([g for g in groups if g["params"]])
 
 
+@torch.no_grad()
+def retarget_candidates(state: SolverState, Y_old: Tensor, Y: Tensor, previous: Tensor) -> None:
+    """Carry the kept candidates over to a changed target ``Y`` (``previous``: for each point
+    the index of the point of ``Y_old`` it continues, ``-1`` for a new one), at the heights
+    the model gives it now (:meth:`~._candidates.Candidates.retarget`)."""
+    kept = state.candidates
+    if kept is None:
+        return
+    if kept.heights.shape[1] != Y_old.shape[0]:
+        state.candidates = None
+        return
+    same = previous.shape[0] == Y_old.shape[0] and bool(
+        torch.equal(previous, torch.arange(previous.shape[0], device=previous.device))
+    )
+    if same and torch.equal(Y, Y_old):
+        return  # only the weights changed: the same cells
+    kept.retarget(Y_old, PowerCells(Y, state.model(Y)), previous)
+
+
 def _cells(problem: Problem, h: Tensor, config: SolverConfig) -> PowerCells:
     return problem.group.cells(problem.target, h, block_elements=config.block_elements)
 
@@ -358,9 +381,11 @@ def restart_schedule(
     with torch.no_grad():
         h = model(Y)
         if newton:
-            # One full pass keeps each row's best cells; the warm-start corrections and the
-            # first Newton step read them.
-            candidates = Candidates(problem.group.cells(Y, h), X, _newton.CANDIDATES)
+            # Each row's best cells (kept from the last fit on these rows, else a full pass);
+            # the warm-start corrections and the first Newton step read them.
+            candidates = state.candidates
+            if candidates is None or not candidates.covers(X, Y.shape[0]):
+                candidates = Candidates(problem.group.cells(Y, h), X, _newton.CANDIDATES)
             # The corrections read every row's candidates: all rows on this rank only (a
             # data-parallel warm start starts from the carried-over heights).
             if new_points is not None and not problem.group.splits_rows:
@@ -716,6 +741,8 @@ def _newton_steps(loop: _Loop) -> None:
         current = _newton.update(state, X, w, Y, nu, loop.config.tol, current, group=problem.group)
     if current is not None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
+        keep = loop.config.keep_candidates and not problem.group.distributed
+        state.candidates = current.candidates if keep else None
 
 
 def _adapt_schedule(

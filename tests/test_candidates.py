@@ -91,3 +91,89 @@ def test_candidate_passes_match_random_problems(device, dtype, monkeypatch):
         assert torch.equal(idx[:, 0], ref_idx[:, 0])
         assert torch.equal(idx.sort(1).values, ref_idx.sort(1).values)
     assert candidates.n_scores < X.shape[0] * 600 // 2
+
+
+def _changes(Y, g):
+    """Changed targets ``(Y_new, previous)``: removed, replaced, permuted, moved (integer
+    moves: scores stay exact), duplicated, and all at once."""
+    m, d = Y.shape
+    ids = torch.arange(m)
+    perm = torch.randperm(m, generator=g)
+    shift = torch.randint(-1, 2, (m, d), generator=g).double()
+    new = torch.randint(-3, 4, (m // 5, d), generator=g).double()
+    keep = perm[m // 10 :]
+    return {
+        "removed": (Y[keep], ids[keep]),
+        "replaced": (torch.cat([Y[keep], new]), torch.cat([ids[keep], -torch.ones(len(new))])),
+        "permuted": (Y[perm], ids[perm]),
+        "translated": (Y + torch.tensor([1.0] + [0.0] * (d - 1)), ids),
+        "moved": (Y + shift * (torch.rand(m, 1, generator=g) < 0.3), ids),
+        "duplicated": (torch.cat([Y, Y[:5]]), torch.cat([ids, ids[:5]])),
+        "everything": (
+            torch.cat([(Y + shift)[perm[m // 10 :]], new]),
+            torch.cat([ids[perm[m // 10 :]], -torch.ones(len(new))]),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["removed", "replaced", "permuted", "translated", "moved", "duplicated", "everything"],
+)
+@pytest.mark.parametrize(("n", "m", "block_elements"), [(503, 40, 2**10), (503, 700, 2**13)])
+def test_retargeted_candidates_equal_full_passes(device, change, n, m, block_elements):
+    """After a change of target (and heights that move before and after it), candidate passes
+    give the top ``k`` of a full pass on the new target, with fewer scores than a full pass
+    for small changes."""
+    X, Y, h, g = _tied_problem(device, n, m, 3, seed=m)
+    candidates = Candidates(PowerCells(Y, h, block_elements=block_elements), X, 12)
+    for move in _height_moves(m, g, device)[:2]:  # references of several heights
+        h = h + move
+        candidates.top_k(PowerCells(Y, h, block_elements=block_elements), 5)
+    Y_new, previous = _changes(Y.cpu(), g)[change]
+    Y_new, previous = Y_new.to(device), previous.long().to(device)
+    carried = torch.where(previous >= 0, h[previous.clamp_min(0)], 0.0)
+    h_new = carried + torch.randint(-1, 2, (len(Y_new),), generator=g).double().to(device)
+    cells = PowerCells(Y_new, h_new, block_elements=block_elements)
+    candidates.retarget(Y, cells, previous)
+    assert candidates.min_valid >= 6
+    m_new = Y_new.shape[0]
+    for move in [torch.zeros(m_new, dtype=torch.float64, device=device)] + _height_moves(
+        m_new, g, device
+    ):
+        h_new = h_new + move
+        cells = PowerCells(Y_new, h_new, block_elements=block_elements)
+        dense = torch.addmm(h_new, X, Y_new.T)
+        # Moved points' reference heights are lowered by irrational amounts: scores are exact
+        # up to the rounding of a reference score plus a move.
+        close = {"atol": 1e-12, "rtol": 0}
+        for k in (1, 5):
+            vals, idx = candidates.top_k(cells, k)
+            torch.testing.assert_close(vals, _brute_top_k(dense, k)[0], **close)
+            torch.testing.assert_close(dense.gather(1, idx), vals, **close)
+            assert all(len(set(row.tolist())) == k for row in idx)
+        rv, ri = candidates.rescored(cells, 6)
+        torch.testing.assert_close(dense.gather(1, ri), rv, **close)  # a start: real scores
+        assert bool((rv[:, :-1] >= rv[:, 1:] - 1e-12).all())
+
+
+def test_retarget_without_moves_makes_no_full_pass(device):
+    X, Y, h, g = _tied_problem(device, 503, 700, 3, seed=5)
+    candidates = Candidates(PowerCells(Y, h), X, 16)
+    keep = torch.randperm(700, generator=g)[:630].to(device)
+    candidates.retarget(Y, PowerCells(Y[keep], h[keep]), keep)
+    assert candidates.n_full == 0 and candidates.n_scores == 0
+    vals, _ = candidates.top_k(PowerCells(Y[keep], h[keep]), 8)
+    assert torch.equal(vals, _brute_top_k(torch.addmm(h[keep], X, Y[keep].T), 8)[0])
+    assert candidates.n_full < 503 // 4
+
+
+def test_candidates_cover_equal_rows_only(device):
+    X, Y, h, _ = _tied_problem(device, 50, 30, 3, seed=1)
+    candidates = Candidates(PowerCells(Y, h), X, 8)
+    copy = X.clone()
+    assert candidates.covers(copy, 30) and candidates.X is copy
+    assert not candidates.covers(X, 29)
+    assert not candidates.covers(X[:-1], 30)
+    assert not candidates.covers(X + 1, 30)
+    assert not candidates.covers(X.float(), 30)

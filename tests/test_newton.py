@@ -23,7 +23,9 @@ class _Heights:
 def _run(X, Y, h0, candidates, steps):
     w = X.new_full((X.shape[0],), 1.0 / X.shape[0])
     nu = Y.new_full((Y.shape[0],), 1.0 / Y.shape[0])
-    state = SimpleNamespace(model=_Heights(h0.clone()), temperature=None, damping=1e-2)
+    state = SimpleNamespace(
+        model=_Heights(h0.clone()), temperature=None, damping=1e-2, candidates=None
+    )
     current = _newton.pass_at(state, X, w, Y, nu, candidates=candidates)
     passes = [current]
     for _ in range(steps):
@@ -60,7 +62,7 @@ def test_candidates_are_dropped_for_other_rows(device):
     Y = torch.randn(20, 3, dtype=torch.float64, device=device)
     w, nu = X.new_full((200,), 1 / 200), Y.new_full((20,), 1 / 20)
     h = torch.zeros(20, dtype=torch.float64, device=device)
-    state = SimpleNamespace(model=_Heights(h), temperature=None, damping=1e-2)
+    state = SimpleNamespace(model=_Heights(h), temperature=None, damping=1e-2, candidates=None)
     current = _newton.pass_at(state, X, w, Y, nu)
     other = _newton.smoothed(X[:50], w[:50], Y, h, nu, 0.1, 8, current.candidates)
     assert other.candidates is None

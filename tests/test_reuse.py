@@ -350,3 +350,54 @@ def test_distillation_of_targets_the_network_cannot_tell_apart():
         warnings.simplefilter("ignore")
         ot.fit(X, X_target=Y)
     assert np.isfinite(ot.heights_).all()
+
+
+def test_warm_start_keeps_the_candidates_only_when_asked():
+    """The last Newton pass's candidates stay in memory with ``warm_start=True`` only (a
+    reference to the training rows and 16 cells per row), and not in a pickle."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(3000, 2)), rng.normal(size=(60, 2))
+    assert OTNetTransport(random_state=0).fit(X, X_target=Y)._state.candidates is None
+    ot = OTNetTransport(random_state=0, warm_start=True).fit(X, X_target=Y)
+    assert ot._state.candidates is not None
+    restored = pickle.loads(pickle.dumps(ot))
+    assert restored._state.candidates is None
+    Y2, ids, new_ids = _changed(rng, Y, 0.1)
+    restored.fit(X, X_target=Y2, target_ids=new_ids)  # a full pass instead: still converges
+    assert restored.converged_
+
+
+@pytest.mark.parametrize("change", ["10% replaced", "weights", "drift", "other rows"])
+def test_warm_start_on_the_same_rows_makes_no_full_pass(change, monkeypatch):
+    """A refit on the same rows after a small change of target starts from the kept
+    candidates (carried over to the new target): no full top-k pass over the sample, the
+    same quality; on other rows, a full pass."""
+    from skot import _candidates
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(20000, 3))
+    Y = rng.normal(size=(200, 3)) * 0.8 + 0.3
+    ids, weights = np.arange(200), None
+    ot = OTNetTransport(random_state=0, warm_start=True).fit(X, X_target=Y, target_ids=ids)
+    X2, Y2, new_ids = X, Y, ids
+    if change == "10% replaced":
+        Y2, _, new_ids = _changed(rng, Y, 0.1)
+    elif change == "weights":
+        weights = 1 + 0.2 * rng.choice([-1.0, 1.0], size=200)
+        weights /= weights.sum()
+    elif change == "drift":
+        Y2 = Y + 1e-3 * rng.normal(size=Y.shape)
+    else:
+        X2, weights = rng.normal(size=X.shape), np.full(200, 1 / 200)
+    full = []
+    refresh = _candidates.Candidates._refresh_all
+    monkeypatch.setattr(
+        _candidates.Candidates,
+        "_refresh_all",
+        lambda self, cells: (full.append(1), refresh(self, cells))[1],
+    )
+    ot.fit(X2, X_target=Y2, target_weight=weights, target_ids=new_ids)
+    assert ot.converged_
+    assert len(full) == (1 if change == "other rows" else 0)
+    cold = OTNetTransport(random_state=0).fit(X2, X_target=Y2, target_weight=weights)
+    assert ot.marginal_error_ <= max(cold.marginal_error_, ot.tol)
