@@ -13,10 +13,12 @@ one thread (torch, XLA).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,8 +55,9 @@ def _population_tvs(Y: np.ndarray, maps: list, n_fresh: int, seed: int) -> list[
         k = min(chunk, n_fresh - done)
         X64 = torch.as_tensor(rng.normal(size=(k, d)))
         X32 = X64.float()
+        products = X32 @ Y32.T  # the same for every map: one product per chunk
         for a, c in zip(offsets, counts, strict=True):
-            scores = torch.addmm(a.float(), X32, Y32.T)
+            scores = products + a.float()
             best, idx = scores.max(dim=1)
             second = scores.scatter_(1, idx[:, None], -torch.inf).amax(dim=1)
             close = (best - second) <= 1e-5 * (best.abs() + 1)
@@ -67,8 +70,9 @@ def _population_tvs(Y: np.ndarray, maps: list, n_fresh: int, seed: int) -> list[
 
 
 def skot_runs(d: int, m: int, budgets: list, seed: int) -> dict:
-    """skot's maps: one ``fit_stream(sampler, max_time=b)`` from scratch per budget, with the
-    estimator's defaults; ``[(seconds, heights, samples)]``."""
+    """skot's maps: one ``fit_stream(sampler, max_time=b)`` from scratch per budget (one
+    process each in the full mode), with the estimator's defaults;
+    ``[(seconds, heights, samples)]``."""
     import warnings
 
     import torch
@@ -154,6 +158,37 @@ def ott_curve(
     return {"snaps": snaps}
 
 
+def _records() -> Path:
+    """Where the full mode keeps each run's output as it finishes (one JSON file per run,
+    named by its function and arguments), so that a run interrupted later starts again
+    from the runs done: ``SKOT_STREAM_PEERS_RECORDS``, else a folder of the temporary
+    directory named after the skot revision (records of other code are not reused)."""
+    folder = os.environ.get("SKOT_STREAM_PEERS_RECORDS")
+    if not folder:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+        ).stdout.strip()
+        folder = Path(tempfile.gettempdir()) / f"skot_stream_peers_{rev or 'unknown'}"
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _recorded(func: str, kwargs: dict, timeout: float) -> dict:
+    """``_in_process(func, kwargs)``, read from :func:`_records` if it ran before, else run
+    and written there at once."""
+    key = hashlib.sha1(json.dumps([func, kwargs], sort_keys=True).encode()).hexdigest()[:16]
+    path = _records() / f"{func}-{key}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    out = _in_process(func, kwargs, timeout)
+    out["kwargs"] = kwargs
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+    return out
+
+
 def _in_process(func: str, kwargs: dict, timeout: float, isolated: bool = True) -> dict:
     """``func(**kwargs)`` in a fresh one-thread Python process (JSON in, JSON out), or here
     with ``isolated=False`` (the quick mode: no process start-up)."""
@@ -192,13 +227,23 @@ def _at_budgets(snaps, budgets, Y, n_fresh, seed, per_budget: bool):
     ]
 
 
-#: OTT-JAX's settings per dimension, ``(batch, Adam step size, epsilon)``: at d = 2 its best
-#: constant step size of those tried on this problem; at d = 8 the best at 20 s of 1e-3, 1e-2
-#: and 1e-1 in 20 s runs (0.148, 0.025, 0.075); at d = 32 the same 1e-2 (not tuned there).
+def _schedule(lr: float) -> str:
+    return f"Adam {lr:g}" if lr > 0 else f"Adam {-lr:g} / sqrt(1 + t / 100)"
+
+
+#: OTT-JAX's settings per dimension, ``(batch, Adam step size, epsilon)``, a negative step
+#: size ``-a`` for ``a / sqrt(1 + t / 100)`` at step ``t``. Per dimension, the best constant
+#: step size at 20 s of 1e-3, 1e-2 and 1e-1 (d = 8: 0.148, 0.025, 0.075), and the best
+#: decaying one tried (40 s runs, population TV on 10^6 fresh points at 5 / 10 / 20 / 40 s):
+#: d = 2: a = 1e-2 0.158 / 0.147 / 0.139 / 0.120, a = 3e-3 0.155 / 0.125 / 0.094 / 0.081,
+#: (constant 3e-3: 0.208 / 0.176 / 0.143 / 0.138); d = 8: a = 0.1 0.059 / 0.055 / 0.048 / 0.040,
+#: a = 0.03 0.034 / 0.030 / 0.028 / 0.024 (constant 0.03: 0.044 / 0.041 / 0.043 / 0.041);
+#: d = 32: constant 3e-3 0.363 / 0.299 / 0.226 / 0.129, 0.03 0.101 / 0.036 / 0.024 / 0.023,
+#: 0.1 0.036 / 0.036 / 0.036 / 0.037; a = 0.1 0.027 / 0.025 / 0.022 / 0.020.
 _OTT_SETTINGS = {
-    2: [(4096, 0.001, 0.0)],
-    8: [(4096, 0.01, 0.0)],
-    32: [(4096, 0.01, 0.0)],
+    2: [(4096, 0.001, 0.0), (4096, -0.003, 0.0)],
+    8: [(4096, 0.01, 0.0), (4096, -0.03, 0.0)],
+    32: [(4096, 0.01, 0.0), (4096, -0.1, 0.0)],
 }
 
 
@@ -231,15 +276,28 @@ def run(quick: bool, fig_dir: Path) -> str:
     for d, m, fresh in problems:
         loads.append(f"d = {d}: {os.getloadavg()[0]:.1f}")
         Y = _targets(d, m, seed)
-        kwargs = {"d": d, "m": m, "budgets": budgets, "seed": seed}
-        runs = {"skot": _in_process("skot_runs", kwargs, 3600, not quick)}
+        if quick:
+            kwargs = {"d": d, "m": m, "budgets": budgets, "seed": seed}
+            runs = {"skot": _in_process("skot_runs", kwargs, 3600, False)}
+        else:  # one process per budget, each recorded as it ends
+            snaps = []
+            for b in budgets:
+                kwargs = {"d": d, "m": m, "budgets": [b], "seed": seed}
+                snaps += _recorded("skot_runs", kwargs, 3600)["snaps"]
+            runs = {"skot": {"snaps": snaps}}
         for batch, lr, eps in ott_settings.get(d, []):
-            name = f"OTT (batch {batch}, Adam {lr:g}, eps {eps:g})"
+            name = f"OTT (batch {batch}, {_schedule(lr)}, eps {eps:g})"
             kwargs = dict(d=d, m=m, max_time=budgets[-1], batch=batch, lr=lr, epsilon=eps,
                           seed=seed, work=2**18 if quick else 2**25)  # fmt: skip
-            runs[name] = _in_process("ott_curve", kwargs, 3600, not quick)
+            if quick:
+                runs[name] = _in_process("ott_curve", kwargs, 3600, False)
+            else:
+                runs[name] = _recorded("ott_curve", kwargs, 3600)
         for name, out in runs.items():
             values = _at_budgets(out["snaps"], budgets, Y, fresh, seed + 99, name == "skot")
+            if not quick:
+                tvs = {"d": d, "name": name, "budgets": budgets, "values": values}
+                (_records() / f"tv-{d}-{len(curves)}.json").write_text(json.dumps(tvs))
             curves[(d, name)] = (budgets, [v for v, _, _ in values])
             cells = [f"{v:.4f} ({n:,}; {t:.1f} s)" for v, n, t in values]
             table.append([d, m, name] + cells)
@@ -250,10 +308,13 @@ def run(quick: bool, fig_dir: Path) -> str:
         "Source N(0, I), sampled fresh by each solver; m targets uniform on [-2, 2]^d, equal "
         "weights. skot: `OTNetTransport(random_state=0).fit_stream(sampler, X_target=Y, "
         "max_time=budget)`, the defaults (residual heights, batches of 4,096 rows, "
-        "tol = 1e-2), one run from scratch per budget; the sampler is NumPy's "
-        "`rng.standard_normal`. OTT-JAX 0.6 `SemidiscreteSolver` (hard cells unless eps > 0), "
-        "its averaged potential after each jitted chunk of steps (about 1 s), one run of "
-        f"{budgets[-1]:g} s, the last map finished within each budget. Population TV: the "
+        "tol = 1e-2), one run from scratch per budget (a fresh process each); the sampler is "
+        "NumPy's `rng.standard_normal`. OTT-JAX 0.6 `SemidiscreteSolver` (hard cells unless "
+        "eps > 0) at two settings per dimension, the best constant Adam step size at 20 s of "
+        "1e-3, 1e-2 and 1e-1 and the best decaying one tried (the tuning runs are listed in "
+        "`benchmarks/stream_peers.py`), its averaged potential after each jitted chunk of "
+        f"steps (about 1 s), one run of {budgets[-1]:g} s, the last map finished within each "
+        "budget. Population TV: the "
         f"marginal error of the map on {problems[0][2]:,} fresh points, the same for every map "
         f"of a dimension (their own noise is about {noise:.4f}; float32 scores, near ties "
         "assigned again in float64). In brackets: the samples drawn and the seconds the map "

@@ -143,21 +143,43 @@ def iter_batches(source, *, batch_size: int, max_samples=None, rng=None):
 
 class _Forward:
     """The estimator's callbacks for the length of a stream: each ``partial_fit`` calls this
-    one (with no ``on_fit_begin``), which calls theirs and remembers a request to stop. Past
-    ``deadline`` (a ``time.perf_counter`` value) it asks to stop too: a solve of the stream's
-    buffer then ends at its next evaluation, with the heights it has reached."""
+    one (with no ``on_fit_begin``), which calls theirs and remembers a request to stop.
+
+    With a ``deadline`` (a ``time.perf_counter`` value) it also asks to stop where the next
+    step would end past it: a solve of the stream's buffer then ends at this evaluation,
+    with the heights it has reached. The next step is predicted to take as long as the last
+    one of this call (``step_guess`` before one, from the buffer's last solve), and what
+    follows the last evaluation of a call (the result, the network distilled from the
+    heights, the fitted attributes) as long as it did in the previous call (``tail``)."""
 
     def __init__(self, callbacks, deadline=None):
         self.callbacks = callbacks
         self.deadline = deadline
         self.stop = False
+        self.step_guess = 0.0
+        self.tail = 0.0
+        self.last = None  # (record.step, time) of this call's last evaluation
 
     def __call__(self, estimator, record):
         stop = any([bool(cb(estimator, record)) for cb in self.callbacks])
-        if self.deadline is not None and time.perf_counter() >= self.deadline:
+        now = time.perf_counter()
+        step = self.step_guess
+        if self.last is not None and record.step == self.last[0] + 1:
+            step = now - self.last[1]
+        self.last = (record.step, now)
+        if self.deadline is not None and now + step + self.tail >= self.deadline:
             stop = True
         self.stop = self.stop or stop
         return stop
+
+    def begin_call(self, guess: float) -> None:
+        """Before a ``partial_fit``: ``guess`` seconds for its first step."""
+        self.step_guess, self.last = guess, None
+
+    def end_call(self) -> None:
+        """After a ``partial_fit``: the seconds since its last evaluation are the tail."""
+        if self.last is not None:
+            self.tail = time.perf_counter() - self.last[1]
 
 
 def _first_rows(estimator, X_target) -> int:
@@ -171,8 +193,10 @@ def _first_rows(estimator, X_target) -> int:
     return NEWTON_MIN_SAMPLES_PER_TARGET * len(X_target)
 
 
-#: Share of the time left that fit_stream plans its last solve of the buffer into.
+#: Share of the time left that fit_stream plans its last solve of the buffer into, and the
+#: growth of the buffer since its last solve below which a last solve is not worth it.
 _SAFETY = 0.9
+_LAST_GROWTH = 1.25
 
 
 def _solves(state):
@@ -182,23 +206,38 @@ def _solves(state):
     return None if buffer is None else (buffer.n_solved, buffer.solve_rate, state.step)
 
 
-def _plan(state, rows: int, deadline, gather_rate: float, now: float) -> str:
+def _step_guess(state, rows: int) -> float:
+    """Seconds of one Newton step on the buffer once ``rows`` more have joined it (0: no
+    solve to predict from)."""
+    buffer = getattr(state, "stream_buffer", None)
+    if buffer is None or buffer.closed:
+        return 0.0
+    return buffer.seconds(buffer.n_rows + rows, 2)
+
+
+def _plan(state, rows: int, deadline, gather_rate: float, now: float, tail: float = 0.0) -> str:
     """What the next batch of a stream with a deadline does with the buffer (:mod:`._stream`):
     ``"go"`` (as it would: solve when the buffer has doubled), ``"hold"`` (keep the rows
     for a larger last solve: a doubling solve now would leave no time for one twice its
     size), ``"solve"`` (the last solve: with one more batch the buffer's solve would no longer
-    fit in the time left) or ``"end"`` (not even a solve of the buffer fits: the map stays).
-    Solve times are predicted from the last solve's seconds per row."""
+    fit in the time left, and the buffer has grown by a quarter since the map's solve) or
+    ``"end"`` (not even a solve of the buffer fits, or it would add too few rows: the map
+    stays).
+    Solve times are predicted by the buffer (its last solve's seconds per row of a pass and
+    of a Newton step, and the steps a solve from an earlier solve's heights takes); ``tail``
+    seconds at the end of a call (its result and attributes) are kept free."""
     buffer = getattr(state, "stream_buffer", None)
     if deadline is None or buffer is None or buffer.closed or not buffer.solve_rate:
         return "go"
-    left, r, g = deadline - now, buffer.solve_rate, gather_rate
-    n = buffer.X.shape[0] + rows
-    if r * n > left and buffer.n_solved:
+    left, solve, g = deadline - now - tail, buffer.predict, gather_rate
+    n = buffer.n_rows + rows
+    if solve(n) > left and buffer.n_solved:
         return "end"
-    if r * (n + rows) + g * rows > _SAFETY * left:
-        return "solve"
-    if 3 * r * n + g * n > _SAFETY * left:
+    if solve(n + rows) + g * rows > _SAFETY * left:
+        # A last solve on barely more rows than the map's would spend its time for nothing.
+        worth = not buffer.n_solved or n >= _LAST_GROWTH * buffer.n_solved
+        return "solve" if worth else "end"
+    if solve(n) + g * n + solve(2 * n) > _SAFETY * left:
         return "hold"
     return "go"
 
@@ -289,14 +328,16 @@ def fit_stream(
         while batch is not None:
             t = time.perf_counter()
             state = getattr(estimator, "_state", None)
-            plan = _plan(state, batch.shape[0], deadline, gather_rate, t)
+            plan = _plan(state, batch.shape[0], deadline, gather_rate, t, forward.tail)
             if plan == "end":
                 break
             if state is not None:
                 state.stream_flush = following is None or plan == "solve"
                 state.stream_hold = plan == "hold"
             solves = _solves(state)
+            forward.begin_call(_step_guess(state, batch.shape[0]))
             estimator.partial_fit(batch, **targets)
+            forward.end_call()
             saved = None  # from here on, the estimator is the stream's
             targets = {}
             if forward.stop or (deadline is not None and time.perf_counter() >= deadline):

@@ -198,6 +198,9 @@ def _optimise_stream(
 _GROWTH = 2.0
 _NOISE_SHARE = 0.25
 _NEWTON_STEPS = 100
+#: Newton steps expected of a solve from an earlier solve's heights, before one was measured
+#: (those of a buffer grown twofold take 2 to 4 at d = 2 to 32, m = 1,000).
+_WARM_STEPS = 4
 
 
 @dataclasses.dataclass
@@ -209,8 +212,62 @@ class _Buffer:
     w: Tensor
     n_solved: int = 0
     closed: bool = False
-    #: Seconds per buffered row of the last solve (0: none yet), for budget planning.
+    #: Chunks added since ``X`` was last stacked (:meth:`stacked`): copying the whole buffer
+    #: for every chunk would cost more than counting the chunk's cells, at d = 32.
+    parts: list = dataclasses.field(default_factory=list)
+    #: For budget planning (0: no solve yet): seconds per buffered row of the last solve;
+    #: ``(rows, seconds of the first full pass, seconds per Newton step)`` of the last two
+    #: solves (a step's time includes what follows the last one).
     solve_rate: float = 0.0
+    timings: list = dataclasses.field(default_factory=list)
+    #: Newton steps of the last solve that started from an earlier solve's heights (0: none),
+    #: and the rows of the last solve.
+    warm_steps: int = 0
+    n_last: int = 0
+
+    @property
+    def n_rows(self) -> int:
+        return self.X.shape[0] + sum(x.shape[0] for x, _ in self.parts)
+
+    def add(self, X: Tensor, w: Tensor) -> None:
+        self.parts.append((X, w))
+
+    def stacked(self) -> _Buffer:
+        """The buffer with its chunks stacked into ``X`` and ``w``."""
+        if self.parts:
+            self.X = torch.cat([self.X, *(x for x, _ in self.parts)])
+            self.w = torch.cat([self.w, *(w for _, w in self.parts)])
+            self.parts = []
+        return self
+
+    def seconds(self, n: int, which: int) -> float:
+        """Seconds of a full pass (``which=1``) or of a Newton step (``which=2``) on ``n``
+        rows: the line through the last two solves' (a fixed cost, as the Newton system's
+        over the targets, plus a cost per row), never under half the last solve's seconds
+        per row; that rate alone after a single solve."""
+        if not self.timings:
+            return 0.0
+        n2, t2 = self.timings[-1][0], self.timings[-1][which]
+        rate = n * t2 / n2
+        if len(self.timings) < 2 or self.timings[-2][0] == n2:
+            return rate
+        n1, t1 = self.timings[-2][0], self.timings[-2][which]
+        slope = max((t2 - t1) / (n2 - n1), 0.0)
+        line = max(t2 + slope * (n - n2), 0.0)
+        return max(line, 0.5 * rate)
+
+    def predict(self, n: int) -> float:
+        """Seconds a solve of ``n`` rows from the last solve's heights should take: one full
+        pass and Newton steps (:meth:`seconds`). As many steps as the last solve from an
+        earlier one's heights took (:data:`_WARM_STEPS` before one), and one more for each
+        doubling (rounded) beyond twice the last solve's rows (the new rows' noise moves the
+        solution further). The first solve from scratch takes several times more steps than
+        those that follow: its rate alone would overestimate them."""
+        steps = max(self.warm_steps, 2) if self.warm_steps else _WARM_STEPS
+        growth = n / max(2 * self.n_last, 1)
+        if growth > 1:
+            steps += round(math.log2(growth))
+        return self.seconds(n, 1) + steps * self.seconds(n, 2)
 
 
 def buffer_snapshot(state: SolverState) -> dict | None:
@@ -219,6 +276,7 @@ def buffer_snapshot(state: SolverState) -> dict | None:
     buffer = getattr(state, "stream_buffer", None)
     if buffer is None:
         return None
+    buffer.stacked()
     return {
         "X": buffer.X.detach().cpu().clone(),
         "w": buffer.w.detach().cpu().clone(),
@@ -257,11 +315,11 @@ def _buffer_stream(
     buffer = getattr(state, "stream_buffer", None)
     if buffer is None or buffer.X.shape[1] != X.shape[1]:
         buffer = _Buffer(X[:0], w[:0])
-    if buffer.X.shape[0] < config.max_eval_samples:
+    if buffer.n_rows < config.max_eval_samples:
         # (A full buffer whose last solve was cut short is solved again as it is.)
-        buffer.X, buffer.w = torch.cat([buffer.X, X]), torch.cat([buffer.w, w])
+        buffer.add(X, w)
     state.stream_buffer = buffer
-    n = buffer.X.shape[0]
+    n = buffer.n_rows
     full = n >= config.max_eval_samples
     flush = bool(getattr(state, "stream_flush", False)) and n > buffer.n_solved
     hold = bool(getattr(state, "stream_hold", False))
@@ -282,14 +340,23 @@ def _buffer_stream(
         state.n_seen += n_chunk
         state.error = marginal_error(state.seen_masses / state.n_seen, nu)
         return stream_result(state, problem, config)
+    buffer.stacked()
     whole = Problem(buffer.X, Y, nu, buffer.w / buffer.w.sum())
     tol = max(config.tol, _NOISE_SHARE * 0.4 * math.sqrt(m / n))
     solve = dataclasses.replace(config, solver="newton", tol=tol)
-    first = state.step
+    first, warm = state.step, buffer.n_solved > 0
     began = time.perf_counter()
     restart_schedule(state, whole, solve)
+    passed = time.perf_counter()
     result = run(state, whole, solve, _NEWTON_STEPS, callback)
-    buffer.solve_rate = (time.perf_counter() - began) / n
+    ended = time.perf_counter()
+    # The first evaluation is the restart's pass; each later one follows a Newton step.
+    steps = max(state.step - first - 1, 1)
+    buffer.solve_rate = (ended - began) / n
+    buffer.timings = [*buffer.timings[-1:], (n, passed - began, (ended - passed) / steps)]
+    buffer.n_last = n
+    if warm and not result.stopped:
+        buffer.warm_steps = steps
     # A solve cut short (a callback, fit_stream's max_time) keeps the heights it reached,
     # better than those it started from (each Newton step lowers the buffer's error), and the
     # next chunk takes it up again.
@@ -301,7 +368,7 @@ def _buffer_stream(
     if full and not result.stopped:
         # Memory stays bounded: from here on, averaged steps from the buffer's solution.
         buffer.closed = True
-        buffer.X, buffer.w = X[:0], w[:0]
+        buffer.X, buffer.w, buffer.parts = X[:0], w[:0], []
         state.average = {k: p.detach().clone() for k, p in state.model.named_parameters()}
     state.error = result.error
     return stream_result(state, problem, config, state.step - first, result.stopped)

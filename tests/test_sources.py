@@ -214,6 +214,85 @@ def test_max_time_cuts_a_solve_short_and_keeps_what_it_learnt(rng, monkeypatch):
     assert ot.marginal_error_ < errors[-1]
 
 
+def test_solve_times_are_predicted_from_the_last_two_solves():
+    """A step costs a fixed part (the system over the targets) plus a part per row: the
+    line through two solves' timings, not the last solve's seconds per row."""
+    import torch
+
+    from skot._stream import _Buffer
+
+    buffer = _Buffer(torch.zeros(0, 2), torch.zeros(0))
+    buffer.timings = [(10_000, 0.1, 0.3)]
+    assert buffer.seconds(40_000, 2) == pytest.approx(1.2)  # one solve: its rate
+    buffer.timings.append((20_000, 0.2, 0.4))  # 0.2 s fixed + 1e-5 s per row
+    assert buffer.seconds(80_000, 2) == pytest.approx(1.0)
+    assert buffer.seconds(80_000, 1) == pytest.approx(0.8)
+    buffer.timings.append((40_000, 0.2, 0.1))  # noisy: a flat line, not under half the rate
+    assert buffer.seconds(80_000, 2) == pytest.approx(0.1)
+    buffer.warm_steps, buffer.n_last = 3, 40_000
+    assert buffer.predict(80_000) == pytest.approx(0.2 + 3 * 0.1)
+
+
+def test_max_time_is_not_overrun_by_a_step_that_would_not_fit(rng, monkeypatch):
+    """Each Newton step 'takes' 10 s: with 25 s, the step after the second evaluation would
+    end past the budget, so the solve stops there (at 20 s) instead of at 30 s."""
+    import skot._sources
+
+    clock = _Clock()
+    monkeypatch.setattr(skot._sources, "time", clock)
+    seen = []
+
+    def slow_step(estimator, record):
+        seen.append(clock.now)
+        clock.now += 10.0
+
+    Y = rng.uniform(-2, 2, size=(100, 2))
+    ot = OTNetTransport(height="vector", tol=1e-4, callbacks=[slow_step], random_state=0)
+    ot.fit_stream(normal, X_target=Y, batch_size=300, max_time=25)
+    assert len(seen) == 2 and clock.now == 20.0  # the third step would have ended at 30 s
+
+
+def test_forward_predicts_the_next_step_and_the_end_of_a_call(monkeypatch):
+    """The stream's callback stops where the last step's duration plus the end of a call
+    (measured after the previous call) would cross the deadline."""
+    from types import SimpleNamespace
+
+    import skot._sources
+    from skot._sources import _Forward
+
+    clock = _Clock()
+    monkeypatch.setattr(skot._sources, "time", clock)
+    forward = _Forward([], deadline=10.0)
+
+    def record(step):
+        return SimpleNamespace(step=step)
+
+    forward.begin_call(guess=3.0)
+    clock.now = 6.0
+    assert not forward(None, record(1))  # 6 + 3 (the guess) < 10
+    clock.now = 7.0
+    assert not forward(None, record(2))  # 7 + 1 (the last step) < 10
+    clock.now = 8.5
+    forward.end_call()  # 1.5 s after the last evaluation: the end of a call
+    forward.begin_call(guess=0.5)
+    assert forward(None, record(3))  # 8.5 + 0.5 + 1.5 >= 10
+    assert forward.stop
+
+
+def test_buffer_chunks_are_stacked_once():
+    import torch
+
+    from skot._stream import _Buffer
+
+    buffer = _Buffer(torch.zeros(0, 2), torch.zeros(0))
+    for k in range(3):
+        buffer.add(torch.full((k + 1, 2), float(k)), torch.ones(k + 1))
+    assert buffer.n_rows == 6 and buffer.X.shape[0] == 0
+    stacked = buffer.stacked()
+    assert stacked is buffer and buffer.parts == [] and buffer.n_rows == 6
+    assert buffer.X[:, 0].tolist() == [0, 1, 1, 2, 2, 2] and buffer.w.shape == (6,)
+
+
 def test_a_stream_from_scratch_solves_its_first_rows_at_once(rng):
     """The first partial_fit of a buffered stream gets the rows of a first solve (10 per
     target), so no Adam steps on smaller chunks come before it, with residual heights too."""
@@ -234,14 +313,17 @@ def test_a_stream_from_scratch_solves_its_first_rows_at_once(rng):
 
 
 def test_the_budget_plan_holds_then_sizes_the_last_solve():
-    """fit_stream's plan near a deadline, from the last solve's seconds per row (1 ms)."""
+    """fit_stream's plan near a deadline, from the last solve's seconds per row (a pass
+    0.2 ms, a Newton step 0.2 ms, 4 steps: 1 ms per row)."""
     from types import SimpleNamespace
 
     from skot._sources import _plan
+    from skot._stream import _Buffer
 
-    def state(rows, solved):
-        buffer = SimpleNamespace(X=np.zeros((rows, 2)), n_solved=solved, closed=False)
-        buffer.solve_rate = 1e-3
+    def state(rows, solved, warm_steps=4):
+        buffer = _Buffer(np.zeros((rows, 2)), np.ones(rows), n_solved=solved)
+        buffer.solve_rate, buffer.timings = 1e-3, [(solved, 2e-4 * solved, 2e-4 * solved)]
+        buffer.warm_steps, buffer.n_last = warm_steps, solved
         return SimpleNamespace(stream_buffer=buffer)
 
     # 100 s left: doubling to 2,000 rows (2 s) leaves time for a solve twice that size.
@@ -250,8 +332,19 @@ def test_the_budget_plan_holds_then_sizes_the_last_solve():
     assert _plan(state(3900, 2000), 100, 10.0, 0.0, 0.0) == "hold"
     # 4.5 s left: one more batch and the buffer's solve would not fit: the last solve.
     assert _plan(state(3900, 2000), 100, 4.5, 0.0, 0.0) == "solve"
+    # ... and the same with 5 s left of which the end of a call takes 0.5 s.
+    assert _plan(state(3900, 2000), 100, 5.0, 0.0, 0.0, tail=0.5) == "solve"
     # 3 s left: not even a solve of the buffer fits: the map stays.
     assert _plan(state(3900, 2000), 100, 3.0, 0.0, 0.0) == "end"
+    # A solve that took 14 steps (from scratch, say) does not make the next take as many:
+    # with no warm solve measured yet, 4 are expected (1 ms per row).
+    assert _plan(state(3900, 2000, warm_steps=0), 100, 4.5, 0.0, 0.0) == "solve"
+    # A buffer four times the last solve's rows needs one step more: 1.2 ms per row.
+    assert _plan(state(7900, 2000), 100, 10.5, 0.0, 0.0) == "solve"
+    assert _plan(state(7900, 2000), 100, 9.5, 0.0, 0.0) == "end"
+    # A last solve of the rows of the map's solve and a few more is not worth its time.
+    assert _plan(state(2300, 2000), 100, 2.7, 0.0, 0.0) == "end"
+    assert _plan(state(2600, 2000), 100, 3.0, 0.0, 0.0) == "solve"
     # No deadline, or no solve yet to predict from: as the buffer would.
     assert _plan(state(3900, 2000), 100, None, 0.0, 0.0) == "go"
     assert _plan(None, 100, 3.0, 0.0, 0.0) == "go"
