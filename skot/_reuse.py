@@ -152,7 +152,9 @@ def _gcv(P: Tensor, c: Tensor) -> tuple[float, float]:
     return best
 
 
-def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = None) -> bool:
+def distill(
+    model: HeightModel, Y: Tensor, generator: torch.Generator | None = None, select: bool = True
+) -> bool:
     """Fit the network of a residual model to its heights on ``Y``; the heights stay as they
     are (the residual keeps what the network does not explain).
 
@@ -161,7 +163,9 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
     cross-validation (on at most :data:`DISTILL_SELECTION_ROWS` targets): the network learns
     the smooth dual potential ``h(y)`` that new target points take their heights from, not
     the per-point noise, which stays in the residual. Closed form, in float64: no iterations.
-    Returns whether the network was fitted (a model without both parts is left as it is).
+    With ``select=False`` (a warm start's refit) the frequencies of the last distillation are
+    kept and only the penalty is chosen. Returns whether the network was fitted (a model
+    without both parts is left as it is).
     """
     net = getattr(model, "net", None)
     if net is None or getattr(model, "residual", None) is None or Y.shape[0] < 2:
@@ -176,6 +180,8 @@ def distill(model: HeightModel, Y: Tensor, generator: torch.Generator | None = N
         # of the last distillation.
         base = net.freqs / getattr(net, "frequency_factor", 1.0)
         factors = DISTILL_FREQUENCY_FACTORS if base.shape[1] else (1.0,)
+        if not select and hasattr(net, "frequency_factor"):
+            factors = (net.frequency_factor,)
         best = (math.inf, 1.0, DISTILL_RIDGES[0])
         for factor in factors:
             net.freqs.copy_(base * factor)

@@ -513,6 +513,7 @@ def run(
     newton = _uses_newton(state.model, problem, config)
     if newton and _starts_exact(state, problem, config):
         state.batch_size = max(state.batch_size, problem.n_samples)
+    warm = state.restarted
     state.restarted = False
     state.converged = False
     if not (newton and loop.full_batch):
@@ -521,7 +522,8 @@ def run(
         _newton_steps(loop)
     loop.check_finite()
     result = loop.result()
-    if distill(state.model, problem.target, state.generator):
+    # A warm start keeps the frequencies chosen on the previous target.
+    if distill(state.model, problem.target, state.generator, select=not warm):
         for param in state.model.net.parameters():  # its Adam moments are stale now
             state.optimizer.state.pop(param, None)
     return result
