@@ -44,6 +44,9 @@ MIN_TEMPERATURE = 1e-6
 #: Targets kept per sample; beyond the 8th best a sample's soft weight is negligible once
 #: ``eps`` is below the gaps that matter.
 TOP_K = 8
+#: A sample whose largest soft weight is within this of 1 is left out of the Hessian's products
+#: (its contribution, about ``(1 - p_max) / eps``, is below rounding of the others').
+SATURATED = 1e-12
 #: Candidates kept per sample between passes (0: every pass is a full pass). Twice ``TOP_K``
 #: leaves a margin for the heights to move before a sample's top ``TOP_K`` can change.
 CANDIDATES = 16
@@ -153,15 +156,20 @@ def newton_direction(
     new point's empty cell) get a bounded step instead of one that floods them.
     """
     m = nu.shape[0]
-    wp = w.double()[:, None] * s.prob / eps
-    flat = s.index.reshape(-1)
+    # A sample all but certain of its cell adds nothing to the Hessian (its p_i is a unit
+    # vector to within SATURATED): only the others enter the products, which at the low
+    # temperatures of the last steps are a small share of the sample.
+    active = (s.prob[:, 0] < 1 - SATURATED).nonzero().squeeze(1)
+    prob, index = s.prob[active], s.index[active]
+    wp = w.double()[active, None] * prob / eps
+    flat = index.reshape(-1)
     diag = torch.zeros(m, dtype=torch.float64, device=w.device).index_add_(0, flat, wp.reshape(-1))
     group.sum(diag)
     shift = damping * diag.clamp_min(float(diag.mean()))
 
     def hessian_times(v: Tensor) -> Tensor:
-        vv = v[s.index]
-        centred = vv - (s.prob * vv).sum(1, keepdim=True)
+        vv = v[index]
+        centred = vv - (prob * vv).sum(1, keepdim=True)
         out = torch.zeros(m, dtype=torch.float64, device=w.device)
         out.index_add_(0, flat, (wp * centred).reshape(-1))
         return group.sum(out) + shift * v
