@@ -33,9 +33,10 @@ __all__ = [
 ]
 
 #: Scores computed per block, by device type: the one block-size setting of the library. On a
-#: CPU small enough to stay in the L2 cache between the product and the row reduction
-#: (several times faster than large blocks at small d); on a GPU large enough to fill it.
-BLOCK_ELEMENTS = {"cpu": 2**18, "cuda": 2**24}
+#: CPU 4 MB of float32 scores, ~100 rows of 10,000 targets (the lane-wise passes ran 1.1-1.9x
+#: faster than at 2**18, and the softmax passes no slower, one thread, d = 8-64); on a GPU
+#: large enough to fill it.
+BLOCK_ELEMENTS = {"cpu": 2**20, "cuda": 2**24}
 
 
 def default_block_elements(device: torch.device | str) -> int:
@@ -44,58 +45,116 @@ def default_block_elements(device: torch.device | str) -> int:
 
 
 def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, int]:
-    """Rows and target columns per block: up to 4096 columns, then as many rows as fit."""
-    cols = max(1, min(n_cols, 4096, block_elements))
-    rows = max(1, min(n_rows, block_elements // cols))
-    return rows, cols
+    """Rows and target columns per block: every column when that leaves at least
+    :data:`_WIDE_ROWS` rows (a row's reduction then runs once, over all its scores), else up to
+    4096 columns; then as many rows as fit, in blocks of equal sizes (:func:`_balanced`)."""
+    if n_cols * _WIDE_ROWS <= block_elements:
+        cols = n_cols
+    else:
+        cols = max(1, min(n_cols, 4096, block_elements))
+    return _balanced(n_rows, block_elements // cols), cols
 
 
-#: Columns per group of the two-level row reductions on a CPU (fastest of 16-256 on 64 x 4096
-#: blocks of scores): a plain ``amax`` is vectorised there and about 15x faster than a max that
-#: also returns indices, so the group maxima come first and only the best groups are searched.
-_GROUP = 64
-#: Device types whose row reductions go group-wise (faster there; the GPU benchmark measures both).
+def _balanced(n_rows: int, rows: int) -> int:
+    """At most ``rows`` rows per block, in blocks of equal sizes: no last block of one to three
+    rows, whose product goes another way (its scores may differ from a full block's in the last
+    bit)."""
+    rows = max(1, min(n_rows, rows))
+    return -(-n_rows // -(-n_rows // rows)) if n_rows else rows
+
+
+#: Fewest rows of a block that holds every target column (the product needs rows to reach the
+#: matrix-multiply speed; fewer and the targets are split into column blocks instead).
+_WIDE_ROWS = 16
+
+# The row reductions of the full passes on a CPU go lane-wise: a block of scores, padded with
+# -inf to ``depth x lanes`` columns, is viewed as ``(rows, depth, lanes)``, lane ``q`` holding
+# columns ``q, q + lanes, q + 2 lanes, ...``. The lane maxima are one ``amax`` over the middle
+# dimension (vectorised, about 0.1 ns a score, when ``lanes`` is a multiple of 32: other counts
+# run several times slower), whereas ``torch.max`` with indices and ``torch.topk`` cost 1-10 ns
+# a score; so only the lane maxima and the few best lanes reach them. Exact: the k lanes with
+# the largest maxima (whichever ties ``topk`` picks) hold the k largest scores.
+_LANE_MULTIPLE = 32
+#: Scores per lane: the argmax reads one lane, top-k reads ``k + 1`` (fastest of 4-128 on
+#: 52 x 10,000 blocks at d = 64, one thread).
+_MAX_DEPTH = 64
+_TOPK_DEPTH = 8
+#: Device types whose row reductions go lane-wise (faster there; the GPU benchmark measures both).
 GROUPED_REDUCTIONS = {"cpu"}
 
 
-def _row_max(s: Tensor) -> tuple[Tensor, Tensor]:
-    """``s.max(dim=1)`` (values and first index of the max), group-wise on a CPU."""
-    r, c = s.shape
-    g = _GROUP
-    main = c - c % g
-    if s.device.type not in GROUPED_REDUCTIONS or main < 4 * g:
-        return s.max(dim=1)
-    groups = s[:, :main].view(r, main // g, g)
-    best = groups.amax(dim=2).argmax(dim=1)  # first group holding the max
-    inside = groups.gather(1, best[:, None, None].expand(r, 1, g)).squeeze(1)
-    val, col = inside.max(dim=1)
-    col += best * g
-    if main < c:
-        rv, rc = s[:, main:].max(dim=1)
-        later = rv > val  # ties keep the lower index
-        val = torch.where(later, rv, val)
-        col = torch.where(later, rc + main, col)
+def _lanes(cols: int, depth: int) -> tuple[int, int]:
+    """``(lanes, depth)`` of a block of ``cols`` columns: lanes a multiple of
+    :data:`_LANE_MULTIPLE`, about ``depth`` scores each, ``lanes * depth >= cols``."""
+    lanes = max(_LANE_MULTIPLE, cols // depth // _LANE_MULTIPLE * _LANE_MULTIPLE)
+    return lanes, -(-cols // lanes)
+
+
+def _padded(s: Tensor, lanes: int, depth: int) -> Tensor:
+    """``s`` in a ``(rows, lanes * depth)`` tensor, padded with -inf (for the helpers below)."""
+    out = s.new_full((s.shape[0], lanes * depth), -math.inf)
+    out[:, : s.shape[1]] = s
+    return out
+
+
+def _lane_max(p: Tensor, cols: int, lanes: int, depth: int) -> tuple[Tensor, Tensor]:
+    """``p[:, :cols].max(dim=1)`` (values and first index) of a padded block ``p`` of
+    ``lanes * depth`` columns (-inf past ``cols``)."""
+    r = p.shape[0]
+    if p.device.type not in GROUPED_REDUCTIONS or depth < 2:
+        return p[:, :cols].max(dim=1)
+    s3 = p.view(r, depth, lanes)
+    top = s3.amax(dim=1)
+    val, lane = top.max(dim=1)  # the first lane holding the max
+    inside = s3.gather(2, lane.view(r, 1, 1).expand(r, depth, 1)).view(r, depth)
+    col = inside.argmax(dim=1).mul_(lanes).add_(lane)  # its first max: the lowest column
+    # The max in several lanes: a lower column may sit in a later lane (rows of equal scores).
+    tied = (top == val[:, None]).sum(dim=1) > 1
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        col[rows] = p[rows, :cols].max(dim=1).indices
     return val, col
+
+
+def _lane_topk(p: Tensor, cols: int, k: int, lanes: int, depth: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of ``p[:, :cols]`` in decreasing order and their columns (tied ones in
+    any order, as ``topk``) for a padded block ``p`` of ``lanes * depth`` columns."""
+    r = p.shape[0]
+    if p.device.type not in GROUPED_REDUCTIONS or depth < 2 or lanes < 2 * k:
+        return p[:, :cols].topk(k, dim=1)
+    s3 = p.view(r, depth, lanes)
+    best = s3.amax(dim=1).topk(k, dim=1, sorted=False).indices  # the k best lanes
+    inside = s3.gather(2, best[:, None, :].expand(r, depth, k)).view(r, depth * k)
+    val, pos = inside.topk(k, dim=1)
+    col = best.gather(1, pos % k).add_(pos.div_(k, rounding_mode="floor").mul_(lanes))
+    return val, col
+
+
+def _row_max(s: Tensor) -> tuple[Tensor, Tensor]:
+    """``s.max(dim=1)`` (values and first index of the max), lane-wise on a CPU."""
+    lanes, depth = _lanes(s.shape[1], _MAX_DEPTH)
+    return _lane_max(_padded(s, lanes, depth), s.shape[1], lanes, depth)
 
 
 def _row_topk(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``s.topk(k, dim=1)``, group-wise on a CPU: the ``k`` groups with the largest maxima hold
-    the ``k`` largest scores."""
-    r, c = s.shape
-    g = _GROUP
-    main = c - c % g
-    if s.device.type not in GROUPED_REDUCTIONS or main < 4 * k * g:
-        return s.topk(k, dim=1)
-    groups = s[:, :main].view(r, main // g, g)
-    best = groups.amax(dim=2).topk(k, dim=1).indices
-    inside = groups.gather(1, best[:, :, None].expand(r, k, g)).reshape(r, k * g)
-    val, pos = inside.topk(k, dim=1)
-    col = best.gather(1, pos // g) * g + pos % g
-    if main < c:
-        rv, rc = s[:, main:].topk(min(k, c - main), dim=1)
-        val, j = torch.cat([val, rv], 1).topk(k, dim=1)
-        col = torch.cat([col, rc + main], 1).gather(1, j)
-    return val, col
+    """``s.topk(k, dim=1)``, lane-wise on a CPU."""
+    lanes, depth = _lanes(s.shape[1], _TOPK_DEPTH)
+    return _lane_topk(_padded(s, lanes, depth), s.shape[1], k, lanes, depth)
+
+
+def _exact_top_k(s: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of every row of ``s`` with ties to the lower column, in decreasing
+    order (tied ones: the lower column first): the rows whose ``k``-th and ``k + 1``-th largest
+    tie, where ``topk`` may return any of them."""
+    t = s.topk(k, dim=1).values[:, -1:]  # the k-th largest: every larger score is taken
+    above, tie = s > t, s == t
+    need = k - above.sum(dim=1, keepdim=True)  # then the first `need` scores equal to it
+    take = above | (tie & (tie.cumsum(dim=1) <= need))
+    if not bool((take.sum(dim=1) == k).all()):  # nan scores: compare as nothing
+        vals, cols = s.sort(dim=1, descending=True, stable=True)
+        return vals[:, :k], cols[:, :k]
+    cols = take.nonzero()[:, 1].view(s.shape[0], k)  # increasing columns in each row
+    return _best(s.gather(1, cols), cols, k)
 
 
 class CellSums(NamedTuple):
@@ -147,54 +206,102 @@ class PowerCells:
         out = buf[: xb.shape[0] * Yb.shape[0]].view(xb.shape[0], Yb.shape[0])
         return torch.addmm(self.h[c0 : c0 + cols], xb, Yb.T, out=out)
 
+    def _lane_blocks(self, X: Tensor, depth: int):
+        """The scores of ``X`` block by block, for :meth:`assign` and :meth:`top_k`: yields
+        ``(r0, c0, p, cols, lanes, depth)``, the scores of rows ``r0 :`` against targets
+        ``c0 : c0 + cols`` in ``p[:, :cols]``, ``p`` of ``lanes * depth`` columns padded with
+        -inf (on a CPU, for the lane-wise reductions). One buffer serves every block; its
+        padding is written again only when the block's layout changes."""
+        n, m = X.shape[0], self.n_cells
+        rows, cols = _block_shape(n, m, self.block_elements)
+        grouped = X.device.type in GROUPED_REDUCTIONS
+        layout = {}
+        for c0 in range(0, m, cols):
+            w = min(cols, m - c0)
+            lanes, dd = _lanes(w, depth)
+            layout[w] = (lanes, dd) if grouped and dd >= 2 else (w, 1)
+        width = max(lanes * dd for lanes, dd in layout.values())
+        rows = _balanced(n, self.block_elements // width)
+        buf = self.Y.new_empty(rows * width)
+        last = None
+        for r0 in range(0, n, rows):
+            xb = X[r0 : r0 + rows]
+            r = xb.shape[0]
+            for c0 in range(0, m, cols):
+                w = min(cols, m - c0)
+                lanes, dd = layout[w]
+                p = buf[: r * lanes * dd].view(r, lanes * dd)
+                if lanes * dd > w and last != (r, w):
+                    p[:, w:].fill_(-math.inf)
+                last = (r, w)
+                torch.addmm(self.h[c0 : c0 + w], xb, self.Y[c0 : c0 + w].T, out=p[:, :w])
+                yield r0, c0, p, w, lanes, dd
+
     @torch.no_grad()
     def assign(self, X: Tensor) -> tuple[Tensor, Tensor]:
         """``(max_j <x, y_j> + h_j, argmax_j)`` for every row of ``X``."""
         n, m = X.shape[0], self.n_cells
         best_val = X.new_empty(n)
         best_idx = torch.empty(n, dtype=torch.long, device=X.device)
-        rows, cols, buf = self._buffer(n)
-        for r0 in range(0, n, rows):
-            xb = X[r0 : r0 + rows]
-            val = idx = None
-            for c0 in range(0, m, cols):
-                v, i = _row_max(self._scores(buf, xb, c0, cols))
-                if val is None:
-                    val, idx = v, i
-                else:
-                    better = v > val
-                    val = torch.where(better, v, val)
-                    idx = torch.where(better, i + c0, idx)
-            best_val[r0 : r0 + rows] = val
-            best_idx[r0 : r0 + rows] = idx
+        val = idx = None
+        for r0, c0, p, cols, lanes, depth in self._lane_blocks(X, _MAX_DEPTH):
+            v, i = _lane_max(p, cols, lanes, depth)
+            if c0 == 0:
+                val, idx = v, i
+            else:
+                better = v > val  # ties keep the lower index
+                val = torch.where(better, v, val)
+                idx = torch.where(better, i + c0, idx)
+            if c0 + cols == m:
+                best_val[r0 : r0 + p.shape[0]] = val
+                best_idx[r0 : r0 + p.shape[0]] = idx
         return best_val, best_idx
 
     @torch.no_grad()
     def top_k(self, X: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The ``k`` largest scores of every row, in decreasing order (tied ones: the lower
-        cell first), and their cells (``k`` is capped at the number of cells)."""
+        cell first), and their cells (``k`` is capped at the number of cells); among scores
+        tied with the ``k``-th largest, the lower cells are taken."""
         n, m = X.shape[0], self.n_cells
         k = min(k, m)
+        k1 = min(k + 1, m)  # one more: the k-th and the next tell whether the k best are unique
         vals = X.new_empty(n, k)
         idx = torch.empty(n, k, dtype=torch.long, device=X.device)
-        rows, cols, buf = self._buffer(n)
-        for r0 in range(0, n, rows):
-            xb = X[r0 : r0 + rows]
-            best_v = best_i = None
-            for c0 in range(0, m, cols):
-                s = self._scores(buf, xb, c0, cols)
-                v, i = _row_topk(s, min(k, s.shape[1]))
-                i += c0
-                if best_v is not None:
-                    v, j = torch.cat([best_v, v], 1).topk(k, dim=1)
-                    i = torch.cat([best_i, i], 1).gather(1, j)
+        again = []
+        best_v = best_i = None
+        for r0, c0, p, cols, lanes, depth in self._lane_blocks(X, _TOPK_DEPTH):
+            v, i = _lane_topk(p, cols, min(k1, cols), lanes, depth)
+            if c0 == 0:
                 best_v, best_i = v, i
-            vals[r0 : r0 + rows] = best_v
-            idx[r0 : r0 + rows] = best_i
-        # torch.topk orders tied scores arbitrarily: the lower cell first, as in assign.
-        for r0 in range(0, n, _SORT_ROWS):
+            else:
+                v, j = torch.cat([best_v, v], 1).topk(min(k1, best_v.shape[1] + cols), dim=1)
+                best_i = torch.cat([best_i, i + c0], 1).gather(1, j)
+                best_v = v
+            if c0 + cols < m:
+                continue
+            # topk keeps any of tied scores: where the k-th ties with the next, the k best
+            # cells are not unique and the row is chosen again, exactly.
+            if k1 > k:
+                tied = (best_v[:, k - 1] == best_v[:, k]).nonzero().squeeze(1)
+                if tied.numel() and cols == m:
+                    best_v[tied, :k], best_i[tied, :k] = _exact_top_k(p[tied, :m], k)
+                elif tied.numel():
+                    again.append(tied + r0)
+            vals[r0 : r0 + p.shape[0]] = best_v[:, :k]
+            idx[r0 : r0 + p.shape[0]] = best_i[:, :k]
+        if again:
+            rows = torch.cat(again)
+            step = max(1, self.block_elements // m)
+            for s0 in range(0, rows.numel(), step):
+                part = rows[s0 : s0 + step]
+                dense = torch.addmm(self.h, X[part], self.Y.T)
+                vals[part], idx[part] = _exact_top_k(dense, k)
+        # topk orders tied scores arbitrarily: the lower cell first, as in assign.
+        for r0 in range(0, n if k > 1 else 0, _SORT_ROWS):
             v, i = vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS]
-            v[:], i[:] = _best(*_by_cell(v, i), k)
+            tied = (v[:, 1:] == v[:, :-1]).any(dim=1).nonzero().squeeze(1)
+            if tied.numel():
+                v[tied], i[tied] = _best(*_by_cell(v[tied], i[tied]), k)
         return vals, idx
 
     @torch.no_grad()

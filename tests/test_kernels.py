@@ -1,20 +1,24 @@
-"""Score kernels against dense torch reductions: the two-level (grouped) row max and top-k, and
-the chunked passes built on them, including ties and column counts that leave a remainder."""
+"""Score kernels against dense torch reductions: the lane-wise row max and top-k, and the
+chunked passes built on them, including ties, -inf scores and column counts that leave the
+lanes padded."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
 from skot import _kernels
-from skot._kernels import _GROUP, PowerCells, _row_max, _row_topk
+from skot._kernels import _LANE_MULTIPLE, PowerCells, _row_max, _row_topk
 
-# Widths below, at and above the grouped path's threshold, with and without a remainder.
-WIDTHS = [5, 4 * _GROUP - 1, 4 * _GROUP, 4 * _GROUP + 3, 40 * _GROUP, 40 * _GROUP + 17]
+# Widths below, at and above the lane-wise path's threshold, with and without padding.
+L = _LANE_MULTIPLE
+WIDTHS = [5, 2 * L - 1, 2 * L, 4 * L + 3, 40 * L, 40 * L + 17, 10_000]
 
 
 @pytest.fixture(params=["grouped", "plain"], autouse=True)
 def reductions(request, monkeypatch):
-    """Every test runs with the two-level and the plain reductions on every device."""
+    """Every test runs with the lane-wise and the plain reductions on every device."""
     grouped = {"cpu", "cuda"} if request.param == "grouped" else set()
     monkeypatch.setattr(_kernels, "GROUPED_REDUCTIONS", grouped)
     return request.param
@@ -40,7 +44,7 @@ def test_row_max_equals_torch_max_with_first_index_on_ties(device, cols):
 
 
 @pytest.mark.parametrize("cols", WIDTHS)
-@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("k", [1, 3, 8, 17])
 def test_row_topk_equals_torch_topk(device, cols, k):
     if k > cols:
         pytest.skip("k is capped by the caller")
@@ -233,3 +237,61 @@ def test_sharded_top_k_equals_the_full_pass(size):
     ref_vals, ref_idx = PowerCells(Y, h).top_k(X, 4)
     torch.testing.assert_close(vals, ref_vals)
     torch.testing.assert_close(idx, ref_idx)
+
+
+def _exact_reference(dense, k):
+    """The k best of every row, ties to the lower cell, in decreasing order."""
+    vals, idx = dense.sort(dim=1, descending=True, stable=True)
+    return vals[:, :k], idx[:, :k]
+
+
+def _integer_diagram(device, m, n=301, d=3, seed=0):
+    """Small integer scores: exact in float32 and tied everywhere, at every rank."""
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randint(-2, 3, (n, d), generator=g).float().to(device)
+    Y = torch.randint(-2, 3, (m, d), generator=g).float().to(device)
+    h = torch.randint(-1, 2, (m,), generator=g).float().to(device)
+    return X, Y, h, torch.addmm(h, X, Y.T)
+
+
+@pytest.mark.parametrize("m", [13, 700, 5000])
+@pytest.mark.parametrize("block_elements", [None, 2**12, 7])
+@pytest.mark.parametrize("k", [1, 4, 17])
+def test_top_k_takes_the_lower_cells_among_ties(device, m, block_elements, k):
+    """Ties at the k-th score (integer scores): the lower cells, exactly as a stable sort of
+    the dense scores, with one column block, several (rows chosen again) and tiny ones."""
+    _skip_slow(m, block_elements or 2**20)
+    X, Y, h, dense = _integer_diagram(device, m)
+    cells = PowerCells(Y, h, block_elements=block_elements)
+    vals, idx = cells.top_k(X, k)
+    ref_vals, ref_idx = _exact_reference(dense, min(k, m))
+    assert torch.equal(vals, ref_vals)
+    assert torch.equal(idx, ref_idx)
+    val, first = cells.assign(X)
+    assert torch.equal(val, ref_vals[:, 0])
+    assert torch.equal(first, ref_idx[:, 0])
+
+
+@pytest.mark.parametrize("block_elements", [None, 2**13])
+def test_top_k_with_duplicate_targets_and_infinite_heights(device, block_elements):
+    """Scores tied by duplicated targets, and cells that no row can enter (height -inf, also
+    among the k best when few cells are left): the same cells as a stable sort of the dense
+    scores (quarter-integer coordinates: the scores are exact in float32)."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randint(-8, 9, (400, 8), generator=g) / 4
+    Y = torch.randint(-8, 9, (1500, 8), generator=g) / 4
+    Y[1000:] = Y[:500]  # the first 500 targets twice
+    h = torch.randint(-64, 65, (1500,), generator=g) / 8
+    h[1000:] = h[:500]
+    h[::5] = -math.inf
+    X, Y, h = X.to(device), Y.to(device), h.to(device)
+    dense = torch.addmm(h, X, Y.T)
+    cells = PowerCells(Y, h, block_elements=block_elements)
+    for k in (1, 8, 17):
+        vals, idx = cells.top_k(X, k)
+        ref_vals, ref_idx = _exact_reference(dense, k)
+        assert torch.equal(vals, ref_vals)
+        assert torch.equal(idx, ref_idx)
+    few = PowerCells(Y[:10], torch.full((10,), -math.inf, device=device)).top_k(X, 4)
+    assert torch.equal(few[1], torch.arange(4, device=device).expand(400, 4))
+    assert torch.equal(cells.assign(X)[1], dense.max(dim=1).indices)
