@@ -22,7 +22,7 @@ from ._util import load_note, md_table, run_case, section_header
 from .scale import make_data
 from .throughput import mm_gflops
 
-__all__ = ["case_fit", "case_pass_profile", "run"]
+__all__ = ["OP_ROLES", "case_fit", "case_pass_profile", "op_shares", "run"]
 
 
 def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_iter: int = 40):
@@ -124,7 +124,38 @@ def case_pass_profile(n: int, m: int, d: int, repeat: int = 2) -> dict:
             best = min(best, time.perf_counter() - start)
         out[name] = best
     out["roofline_gflops"] = max(mm_gflops(4096, d, 4096), mm_gflops(rows, d, cols, repeat=5))
+    sub = X[: min(n, 10_000)]
+    for name, fn in [
+        ("assign", lambda: cells.assign(sub)),
+        ("top_k 8", lambda: cells.top_k(sub, 8)),
+        ("top_k 16", lambda: cells.top_k(sub, 16)),
+    ]:
+        out["shares " + name] = op_shares(fn)
     return out
+
+
+#: The operators of a pass by role, for :func:`op_shares`; every other one is bookkeeping.
+OP_ROLES = {
+    "product": ("aten::addmm", "aten::mm"),
+    "reductions": ("aten::amax",),
+    "top-k and max": ("aten::topk", "aten::max", "aten::argmax", "aten::sort"),
+}
+
+
+def op_shares(fn) -> dict:
+    """Shares of one call of ``fn`` by operator role (:data:`OP_ROLES`, the rest
+    bookkeeping), from torch's profiler (self CPU time; the profiler's own cost per operator
+    is charged to them, so the small operators of bookkeeping look somewhat larger)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    times = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+    total = sum(times.values())
+    shares = {role: sum(times.get(op, 0.0) for op in ops) / total for role, ops in OP_ROLES.items()}
+    shares["bookkeeping"] = 1.0 - sum(shares.values())
+    return shares
 
 
 def run(quick: bool, fig_dir: Path) -> str:
@@ -158,7 +189,9 @@ def run(quick: bool, fig_dir: Path) -> str:
     for name in ("product", "assign", "top_k 8", "top_k 16"):
         sec = prof[name]
         share = prof["product"] / sec
-        prof_rows.append([name, sec, flop / sec / 1e9, flop / roof / 1e9 / sec, share])
+        parts = prof.get("shares " + name)
+        parts = [parts[r] for r in (*OP_ROLES, "bookkeeping")] if parts else [1.0, 0, 0, 0]
+        prof_rows.append([name, sec, flop / sec / 1e9, flop / roof / 1e9 / sec, share, *parts])
     rows, fits = [], {}
     for n, m, dd in side + scaling:
         for width in (0, 16) if (n, m, dd) in side else (16,):
@@ -204,11 +237,24 @@ def run(quick: bool, fig_dir: Path) -> str:
         f"\n\n**Profile of one full pass** at n = {pn:,}, m = {pm:,}, d = {pd} (best of 2, "
         "one thread, the kernels' block shape): the product alone writes the scores into "
         "the block buffer; share of product = product time / pass time, the rest being "
-        "the row reductions (max or top-k) and their bookkeeping.\n\n"
+        "the row reductions (max or top-k) and their bookkeeping. The last four columns "
+        "split one pass over the first 10,000 rows by operator (torch's profiler, self CPU "
+        "time): the product (`addmm`), the lane maxima (`amax`), `topk` / `max` / `sort`, "
+        "and every other operator (gathers, index arithmetic, merges, copies).\n\n"
         + md_table(
-            ["pass", "seconds", "GFLOP/s", "fraction of roofline", "share of product"],
+            [
+                "pass",
+                "seconds",
+                "GFLOP/s",
+                "fraction of roofline",
+                "share of product",
+                "product",
+                "lane maxima",
+                "top-k and max",
+                "bookkeeping",
+            ],
             prof_rows,
-        )
+        )  # fmt: skip
     )
     verdict = ""
     big = fits.get((1_000_000, 10_000, 64, 16))

@@ -295,3 +295,14 @@ def test_top_k_with_duplicate_targets_and_infinite_heights(device, block_element
     few = PowerCells(Y[:10], torch.full((10,), -math.inf, device=device)).top_k(X, 4)
     assert torch.equal(few[1], torch.arange(4, device=device).expand(400, 4))
     assert torch.equal(cells.assign(X)[1], dense.max(dim=1).indices)
+
+
+@pytest.mark.parametrize("n", [1, 3, 64, 65, 4000, 4001])
+def test_block_rows_are_balanced(n):
+    """Row blocks of about equal sizes, never more than the block holds: no last block of one
+    to three rows (unless there are no more), whose product rounds differently."""
+    rows, cols = _kernels._block_shape(n, 10_000, 2**20)
+    assert cols == 10_000 and rows * cols <= 2**20
+    sizes = [min(rows, n - r0) for r0 in range(0, n, rows)]
+    assert min(sizes) >= min(n, rows // 2)
+    assert _kernels._block_shape(n, 10**6, 2**20)[1] == 4096  # too wide: column blocks
