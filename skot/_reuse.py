@@ -232,9 +232,15 @@ def _segment_threshold(
     none = torch.zeros(n_cells, dtype=torch.bool, device=cell.device)
     if cell.numel() == 0:
         return value.new_zeros(n_cells), none, none
-    order = torch.argsort(value, descending=True, stable=True)
-    cell, value, weight = cell[order], value[order], weight[order]
-    order = torch.argsort(cell, stable=True)
+    # Grouped by cell, in decreasing value within a cell: one sort of a float64 key (the cell,
+    # then the value scaled into [0, 1); values within about m * 1e-16 of their range may swap,
+    # which a starting height does not notice).
+    finite = torch.isfinite(value)
+    low = float(value[finite].min()) if bool(finite.any()) else 0.0
+    span = max(float(value[finite].max()) - low, 1e-30) if bool(finite.any()) else 1.0
+    scaled = ((value.double() - low) / span).clamp(0.0, 1.0 - 2**-40)
+    scaled = torch.where(finite, scaled, (value > 0).double() * (1.0 - 2**-40))
+    order = torch.argsort(cell.double() + (1.0 - 2**-40 - scaled))
     cell, value, weight = cell[order], value[order], weight[order]
     count = torch.bincount(cell, minlength=n_cells)
     end = torch.cumsum(count, 0)
