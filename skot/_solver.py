@@ -369,7 +369,8 @@ def restart_schedule(
     Where Newton steps start at once, the error is measured by the pass the first Newton step
     starts from, and with ``new_points`` (a boolean mask over the targets marking points
     without trained heights; all false when only points moved or weights changed) the heights
-    are first corrected from that pass's candidate cells (:func:`._reuse.warm_start_heights`).
+    are corrected from that pass's candidate cells (:func:`._reuse.warm_start_heights`), and
+    the corrections kept if they lower the marginal error.
     The batch size, step sizes and Newton temperature are taken from the first evaluation of
     the previous run that had reached that error: a warm start close to the solution skips the
     coarse stage instead of repeating it, and one far from it starts over. Parameters and
@@ -388,14 +389,21 @@ def restart_schedule(
                 candidates = Candidates(problem.group.cells(Y, h), X, _newton.CANDIDATES)
             # The corrections read every row's candidates: all rows on this rank only (a
             # data-parallel warm start starts from the carried-over heights).
-            if new_points is not None and not problem.group.splits_rows:
-                warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
-                model.residual += (warm - h).to(model.residual.dtype)
-                h = model(Y)
             first = _newton.smoothed(
                 X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group
             )
             error = marginal_error(first.hard, nu)
+            if new_points is not None and not problem.group.splits_rows:
+                # The corrections are a heuristic start: kept only where they lower the error
+                # (one more pass over the candidates).
+                warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
+                corrected = _newton.smoothed(
+                    X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
+                )
+                if marginal_error(corrected.hard, nu) < error:
+                    model.residual += (warm - h).to(model.residual.dtype)
+                    h = model(Y)
+                    first, error = corrected, marginal_error(corrected.hard, nu)
         else:
             masses = problem.sums(
                 _cells(problem, h, config), X, problem.source_weight, epsilon=config.epsilon
