@@ -46,12 +46,13 @@ def default_block_elements(device: torch.device | str) -> int:
 
 def _block_shape(n_rows: int, n_cols: int, block_elements: int) -> tuple[int, int]:
     """Rows and target columns per block: every column when that leaves at least
-    :data:`_WIDE_ROWS` rows (a row's reduction then runs once, over all its scores), else up to
-    4096 columns; then as many rows as fit, in blocks of equal sizes (:func:`_balanced`)."""
+    :data:`_WIDE_ROWS` rows (a row's reduction then runs once, over all its scores), else
+    column blocks of that many rows (at least 4096 columns); then as many rows as fit, in
+    blocks of equal sizes (:func:`_balanced`)."""
     if n_cols * _WIDE_ROWS <= block_elements:
         cols = n_cols
     else:
-        cols = max(1, min(n_cols, 4096, block_elements))
+        cols = max(1, min(n_cols, max(4096, block_elements // _WIDE_ROWS), block_elements))
     return _balanced(n_rows, block_elements // cols), cols
 
 

@@ -305,4 +305,4 @@ def test_block_rows_are_balanced(n):
     assert cols == 10_000 and rows * cols <= 2**20
     sizes = [min(rows, n - r0) for r0 in range(0, n, rows)]
     assert min(sizes) >= min(n, rows // 2)
-    assert _kernels._block_shape(n, 10**6, 2**20)[1] == 4096  # too wide: column blocks
+    assert _kernels._block_shape(n, 10**6, 2**20)[1] == 2**16  # too wide: column blocks
