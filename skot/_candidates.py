@@ -78,6 +78,16 @@ class Candidates:
         self.n_scores = self.X.shape[0] * cells.n_cells
         self._min_valid = self.width
 
+    @classmethod
+    def kept_or_new(
+        cls, kept: Candidates | None, cells: PowerCells, X: Tensor, width: int
+    ) -> Candidates:
+        """``kept`` (candidates from an earlier fit) if it :meth:`covers` the rows ``X`` and the
+        cells of ``cells``, else new candidates of ``X`` at ``cells`` (a full pass)."""
+        if kept is not None and kept.covers(X, cells.n_cells):
+            return kept
+        return cls(cells, X, width)
+
     def covers(self, X: Tensor, n_cells: int) -> bool:
         """Whether these candidates are of the rows ``X`` (the same values; then they become
         the rows every later pass is over) and of ``n_cells`` cells."""

@@ -258,11 +258,8 @@ def pass_at(
     h = state.model(Y)
     cache = None
     if width >= TOP_K:
-        kept = state.candidates  # from the last fit on these rows, if any
-        if kept is not None and kept.covers(X, Y.shape[0]):
-            cache = kept
-        else:
-            cache = Candidates(group.cells(Y, h), X, width)
+        # The last fit's on these rows, if any.
+        cache = Candidates.kept_or_new(state.candidates, group.cells(Y, h), X, width)
     current = smoothed(X, w, Y, h, nu, state.temperature, TOP_K, cache, group=group)
     state.temperature = current.eps
     return current

@@ -384,18 +384,17 @@ def restart_schedule(
         if newton:
             # Each row's best cells (kept from the last fit on these rows, else a full pass);
             # the warm-start corrections and the first Newton step read them.
-            candidates = state.candidates
-            if candidates is None or not candidates.covers(X, Y.shape[0]):
-                candidates = Candidates(problem.group.cells(Y, h), X, _newton.CANDIDATES)
-            # The corrections read every row's candidates: all rows on this rank only (a
-            # data-parallel warm start starts from the carried-over heights).
+            candidates = Candidates.kept_or_new(
+                state.candidates, problem.group.cells(Y, h), X, _newton.CANDIDATES
+            )
             first = _newton.smoothed(
                 X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group
             )
             error = marginal_error(first.hard, nu)
             if new_points is not None and not problem.group.splits_rows:
-                # The corrections are a heuristic start: kept only where they lower the error
-                # (one more pass over the candidates).
+                # The corrections read every row's candidates: all rows on this rank only (a
+                # data-parallel warm start starts from the carried-over heights). A heuristic
+                # start: kept only where it lowers the error (one more candidate pass).
                 warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
                 corrected = _newton.smoothed(
                     X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
