@@ -187,20 +187,27 @@ class _Clock:
         return self.now
 
 
-def test_max_time_cuts_a_solve_short_and_keeps_what_it_learnt(rng, monkeypatch):
-    """Each Newton step of the first solve 'takes' 10 s: a 15 s budget ends the solve after
-    its second step, with a map better than where it started; a warm stream then takes the
-    cut solve up again."""
+def _ten_second_steps(monkeypatch, seen, what):
+    """A fake clock for skot._sources and a callback that records ``what(clock, record)`` at
+    each evaluation, then moves the clock by 10 s (every Newton step 'takes' 10 s)."""
     import skot._sources
 
     clock = _Clock()
     monkeypatch.setattr(skot._sources, "time", clock)
-    errors = []
 
     def slow_step(estimator, record):
-        errors.append(record.error)
+        seen.append(what(clock, record))
         clock.now += 10.0
 
+    return clock, slow_step
+
+
+def test_max_time_cuts_a_solve_short_and_keeps_what_it_learnt(rng, monkeypatch):
+    """Each Newton step of the first solve 'takes' 10 s: a 15 s budget ends the solve after
+    its second step, with a map better than where it started; a warm stream then takes the
+    cut solve up again."""
+    errors = []
+    _, slow_step = _ten_second_steps(monkeypatch, errors, lambda clock, record: record.error)
     Y = rng.uniform(-2, 2, size=(100, 2))
     ot = OTNetTransport(height="vector", tol=1e-3, callbacks=[slow_step], random_state=0)
     ot.fit_stream(normal, X_target=Y, batch_size=300, max_time=15)
@@ -236,16 +243,8 @@ def test_solve_times_are_predicted_from_the_last_two_solves():
 def test_max_time_is_not_overrun_by_a_step_that_would_not_fit(rng, monkeypatch):
     """Each Newton step 'takes' 10 s: with 25 s, the step after the second evaluation would
     end past the budget, so the solve stops there (at 20 s) instead of at 30 s."""
-    import skot._sources
-
-    clock = _Clock()
-    monkeypatch.setattr(skot._sources, "time", clock)
     seen = []
-
-    def slow_step(estimator, record):
-        seen.append(clock.now)
-        clock.now += 10.0
-
+    clock, slow_step = _ten_second_steps(monkeypatch, seen, lambda clock, record: clock.now)
     Y = rng.uniform(-2, 2, size=(100, 2))
     ot = OTNetTransport(height="vector", tol=1e-4, callbacks=[slow_step], random_state=0)
     ot.fit_stream(normal, X_target=Y, batch_size=300, max_time=25)
