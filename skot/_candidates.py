@@ -38,7 +38,8 @@ class Candidates:
     width : int
         Candidates kept per row (capped at the number of cells).
     max_references : int
-        Reference height vectors kept; when all are in use, every row is refreshed.
+        Reference height vectors kept; when all are in use, the rows of the least-used one
+        move to the current heights (their bound grows by that reference's largest rise).
 
     Attributes
     ----------
@@ -60,11 +61,11 @@ class Candidates:
         # scores each certificate compares: a full pass's, a reference's and a rescored one.
         self._unit = 4 * (d + 2) * torch.finfo(X.dtype).eps
         self._x_norm = X.norm(dim=1)
-        self._y_norm = float(cells.Y.norm(dim=1).max())
         self._refresh_all(cells)
 
     def _refresh_all(self, cells: PowerCells) -> None:
         self.scores = self.index = None  # freed before the new ones are built
+        self._y_norm = float(cells.Y.norm(dim=1).max())
         vals, idx = cells.top_k(self.X, self.width)
         self.floor = vals[:, -1].clone()  # each row's width-th score: the others are below
         for r0 in range(0, vals.shape[0], _SORT_ROWS):
@@ -124,7 +125,6 @@ class Candidates:
         m, n, dev = Y.shape[0], self.X.shape[0], Y.device
         if self.width >= m or self.width >= Y_old.shape[0] or not bool((previous >= 0).any()):
             self.width = min(self.width, m)
-            self._y_norm = float(Y.norm(dim=1).max())
             self._refresh_all(cells)
             return
         points = torch.arange(m, device=dev)
@@ -140,7 +140,6 @@ class Candidates:
         if float(valid.float().mean()) < 1 - self.FULL_SHARE:
             # Many candidates removed: the lists would lack the cells that take their place,
             # and the warm start reads them. One full pass.
-            self._y_norm = float(Y.norm(dim=1).max())
             self._refresh_all(cells)
             return
         first = valid.to(torch.int8).argmax(dim=1, keepdim=True)
