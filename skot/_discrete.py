@@ -157,6 +157,24 @@ def _close_pairs(C, sigma, v, limit):
     return np.concatenate(ii), np.concatenate(kk), np.concatenate(ss)
 
 
+#: Rounds of :func:`strict_duals` between two checks of its parent graph for a cycle.
+_CYCLE_CHECK = 8
+
+
+def _parent_cycle(parent: np.ndarray) -> bool:
+    """Whether the functional graph ``k -> parent[k]`` has a cycle (``-1``: no parent).
+
+    Pointer jumping: ``-1`` becomes a sink that is its own parent, and squaring the map
+    ``ceil(log2(m + 1))`` times sends every node that is on no cycle (nor leads into one) to
+    the sink.
+    """
+    m = parent.size
+    jump = np.append(np.where(parent < 0, m, parent), m)
+    for _ in range(max(1, int(m).bit_length())):
+        jump = jump[jump]
+    return bool((jump[:m] != m).any())
+
+
 def strict_duals(
     C: np.ndarray, sigma: np.ndarray, v: np.ndarray, *, max_rounds: int = 2048
 ) -> tuple[np.ndarray, float]:
@@ -166,10 +184,17 @@ def strict_duals(
     <= C_ik - v_k``), lowers ``v`` by Bellman-Ford rounds until ``C_ik - v_k >=
     C_i,sigma(i) - v_sigma(i) + margin`` for every ``k != sigma(i)``, with the largest margin
     ``mean(C) * 10**-k``, ``k = 3..7``, that settles within ``max_rounds`` rounds. A margin
-    above the smallest mean slack of a cycle of near-ties cannot hold (the rounds never
-    settle); neither can any where ``sigma`` rounds a fractional coupling. The rounds run on
-    the pairs close to a tie; a full pass then checks every pair, and any that the lowered
-    duals violate joins the rounds.
+    above the smallest mean slack of a cycle of near-ties cannot hold (a negative cycle of
+    the difference constraints: the rounds never settle); neither can any where ``sigma``
+    rounds a fractional coupling. The rounds run on the pairs close to a tie; a full pass
+    then checks every pair, and any that the lowered duals violate joins the rounds.
+
+    Each round lowers a column only where its bound is strictly lower, and records as its
+    parent the column of an edge that achieves the bound. Every ``_CYCLE_CHECK`` rounds the
+    parent graph is checked for a cycle (:func:`_parent_cycle`): with strict decreases, a
+    cycle of parents is a negative cycle (the walk-to-root argument of Bellman-Ford), so the
+    margin cannot hold and the next smaller one is tried at once instead of after
+    ``max_rounds`` rounds.
 
     Returns
     -------
@@ -193,21 +218,31 @@ def strict_duals(
         keep = all_slack < 16 * margin
         ii, kk, slack = all_ii[keep], all_kk[keep], all_slack[keep]
         low = v.copy()
+        parent = np.full(v.size, -1, dtype=np.intp)  # -1: the source (the starting v)
         for _ in range(4):  # extensions by the pairs the full pass finds violated
             order = np.argsort(kk, kind="stable")
             ii, kk, slack = ii[order], kk[order], slack[order]
             weight = slack + v[kk] - v[sigma[ii]] - margin  # v_k <= v_sigma(i) + weight
             heads = np.flatnonzero(np.r_[True, kk[1:] != kk[:-1]]) if kk.size else kk
             cols, from_col = kk[heads], sigma[ii]
-            settled = ii.size == 0
-            for _ in range(max_rounds):
-                if settled:
+            seg = np.repeat(np.arange(heads.size), np.diff(np.r_[heads, kk.size]))
+            settled, cycle = ii.size == 0, False
+            for r in range(max_rounds):
+                if settled or cycle:
                     break
-                bound = np.minimum.reduceat(low[from_col] + weight, heads)
-                new = low.copy()
-                new[cols] = np.minimum(low[cols], bound)
-                settled = np.array_equal(new, low)
-                low = new
+                through = low[from_col] + weight
+                bound = np.minimum.reduceat(through, heads)
+                lower = bound < low[cols]
+                if not lower.any():
+                    settled = True
+                    break
+                # Strict decreases only; each lowered column's parent is an edge achieving
+                # its minimum (any one).
+                low[cols[lower]] = bound[lower]
+                tight = lower[seg] & (through == bound[seg])
+                parent[kk[tight]] = from_col[tight]
+                if r % _CYCLE_CHECK == _CYCLE_CHECK - 1:
+                    cycle = _parent_cycle(parent)
             if not settled:
                 break
             i2, k2, _ = _close_pairs(C, sigma, low, margin * (1 - 1e-9))

@@ -67,6 +67,77 @@ def test_strict_duals_give_every_row_its_column():
     assert np.all(reduced.min(axis=1) >= own + margin * (1 - 1e-9))
 
 
+def _near_tie_cycle():
+    """Four rows on their own columns (``sigma`` the identity, ``v = 0`` optimal), rows 0 and
+    1 tied with columns 1 and 2, and the cycle 0 -> 1 -> 2 -> 0 of mean slack ``s``: the
+    widest margin is ``s``, which lies between the decades ``mean(C) * 1e-5`` and ``1e-4``."""
+    s = 2.5e-5 * 9 / 16  # mean(C) = (9 + 3 s) / 16: s is 2.5 times mean(C) * 1e-5
+    C = np.ones((4, 4))
+    np.fill_diagonal(C, 0.0)
+    C[0, 1] = C[1, 2] = 0.0
+    C[2, 0] = 3 * s
+    return C, np.arange(4), np.zeros(4), s
+
+
+def test_strict_duals_reach_the_widest_decade_below_the_cycle_slack(monkeypatch):
+    C, sigma, v, s = _near_tie_cycle()
+    checks, parent_cycle = [], _discrete._parent_cycle
+
+    def counted(parent):
+        checks.append(parent_cycle(parent))
+        return checks[-1]
+
+    monkeypatch.setattr(_discrete, "_parent_cycle", counted)
+    # So many rounds that an infeasible margin left to run them out would take minutes.
+    strict, margin = _discrete.strict_duals(C, sigma, v, max_rounds=10**7)
+    expected = C.mean() * 1e-5
+    assert margin == pytest.approx(expected, rel=1e-12)
+    assert margin <= s < 10 * margin
+    reduced = C - strict[None, :]
+    own = reduced[np.arange(4), sigma]
+    reduced[np.arange(4), sigma] = np.inf
+    assert np.all(reduced.min(axis=1) >= own + margin * (1 - 1e-9))
+    assert strict[1] < strict[0]  # the tie of row 0 with column 1 was broken by lowering it
+    # Margins 1e-3 and 1e-4 end on a cycle of parents (a negative cycle) at their first check;
+    # 1e-5 settles before its first.
+    assert checks == [True, True]
+
+
+def test_a_margin_above_the_cycle_slack_is_rejected_by_its_parent_cycle():
+    C, sigma, v, s = _near_tie_cycle()
+    # Margins mean(C) * 10**-k from k = 3 on: with all of them above the slack (C scaled so
+    # that mean(C) * 1e-7 > s) none holds, and each exits on its cycle, not after max_rounds.
+    C = C.copy()
+    C[C == 1.0] = 1e3
+    assert C.mean() * 1e-7 > s
+    strict, margin = _discrete.strict_duals(C, sigma, v, max_rounds=10**7)
+    assert margin == 0.0
+    np.testing.assert_array_equal(strict, v)
+
+
+def test_parent_cycle_on_functional_graphs():
+    cycle = _discrete._parent_cycle
+    m = 1000
+    assert not cycle(np.full(m, -1))
+    assert not cycle(np.arange(m) - 1)  # one chain of length m down to the source
+    assert not cycle(np.r_[np.arange(1, m), -1])  # the same chain the other way
+    rng = np.random.default_rng(0)
+    tree = np.array([rng.integers(-1, k) if k else -1 for k in range(m)])  # parent < k
+    assert not cycle(tree)
+    assert cycle(np.roll(np.arange(m), 1))  # one cycle through every node
+    self_loop = np.full(m, -1)
+    self_loop[7] = 7
+    assert cycle(self_loop)
+    tail = np.arange(m) - 1  # a chain of length m - 2 leading into the 2-cycle 0 <-> 1
+    tail[0] = 1
+    assert cycle(tail)
+    perm = rng.permutation(m)  # the same graphs relabelled
+    inverse = np.argsort(perm)
+    relabel = lambda p: np.where(p < 0, -1, inverse[np.maximum(p, 0)])[perm]  # noqa: E731
+    assert cycle(relabel(tail)) and not cycle(relabel(tree))
+    assert not cycle(np.array([], dtype=np.intp))
+
+
 def test_default_transport_is_the_couplings_power_diagram():
     X, Y = _samples(50, 50)
     adapter = OTNetAdapter(**HARD).fit(X, X_target=Y)
