@@ -156,15 +156,18 @@ def newton_direction(
     new point's empty cell) get a bounded step instead of one that floods them.
     """
     m = nu.shape[0]
-    # A sample all but certain of its cell adds nothing to the Hessian (its p_i is a unit
-    # vector to within SATURATED): only the others enter the products, which at the low
-    # temperatures of the last steps are a small share of the sample.
-    active = (s.prob[:, 0] < 1 - SATURATED).nonzero().squeeze(1)
-    prob, index = s.prob[active], s.index[active]
-    wp = w.double()[active, None] * prob / eps
-    flat = index.reshape(-1)
-    diag = torch.zeros(m, dtype=torch.float64, device=w.device).index_add_(0, flat, wp.reshape(-1))
+    wp = w.double()[:, None] * s.prob / eps
+    diag = torch.zeros(m, dtype=torch.float64, device=w.device)
+    diag.index_add_(0, s.index.reshape(-1), wp.reshape(-1))
     group.sum(diag)
+    # A sample all but certain of its cell adds nothing to the Hessian's products (its p_i is
+    # a unit vector to within SATURATED): only the others enter them, which at the low
+    # temperatures of the last steps are a small share of the sample. The diagonal ``D`` (the
+    # damping's scale and the preconditioner) keeps every sample: without the saturated ones
+    # the cells they fill would get almost no damping, and the steps stall (seen at n = m).
+    active = (s.prob[:, 0] < 1 - SATURATED).nonzero().squeeze(1)
+    prob, index, wp = s.prob[active], s.index[active], wp[active]
+    flat = index.reshape(-1)
     shift = damping * diag.clamp_min(float(diag.mean()))
 
     def hessian_times(v: Tensor) -> Tensor:

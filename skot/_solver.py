@@ -36,7 +36,6 @@ from ._potentials import HeightModel
 from ._reuse import distill, warm_start_heights
 
 __all__ = [
-    "NEWTON_MIN_SAMPLES_PER_TARGET",
     "DivergenceError",
     "LazyAdam",
     "Problem",
@@ -435,13 +434,6 @@ def restart_schedule(
     return error
 
 
-#: With ``solver="auto"``, Newton steps need this many samples per target point: with fewer,
-#: the problem is close to a discrete assignment, where the smoothed Hessian says little about
-#: which samples an empty cell would capture, and Adam's cheaper steps win (measured in the
-#: user guide, "As many samples as targets").
-NEWTON_MIN_SAMPLES_PER_TARGET = 10
-
-
 def newton_obstacles(free_heights: bool, epsilon: float, bandwidth: float) -> list[str]:
     """Why Newton steps cannot apply (empty when they can): the one rule for both the
     estimator's parameter check and the solver's choice."""
@@ -469,10 +461,7 @@ def check_solver(free_heights: bool, config: SolverConfig, bandwidth: float) -> 
 def _uses_newton(model: HeightModel, problem: Problem, config: SolverConfig) -> bool:
     """Whether steps over the whole sample are Newton steps on the free heights."""
     free = hasattr(model, "residual")
-    if config.solver == "adam" or newton_obstacles(free, config.epsilon, problem.bandwidth):
-        return False
-    enough = problem.n_samples >= NEWTON_MIN_SAMPLES_PER_TARGET * problem.target.shape[0]
-    return config.solver == "newton" or enough
+    return config.solver != "adam" and not newton_obstacles(free, config.epsilon, problem.bandwidth)
 
 
 def _starts_exact(state: SolverState, problem: Problem, config: SolverConfig) -> bool:
@@ -509,9 +498,9 @@ def run(
     """Take up to ``max_steps`` optimisation steps, stopping early once converged.
 
     Adam steps (:func:`_adam_steps`) draw Monte Carlo batches that grow to the whole sample.
-    Where Newton steps apply (free heights, empirical source, no smoothing, and with
-    ``solver="auto"`` at least ``NEWTON_MIN_SAMPLES_PER_TARGET`` samples per target), steps
-    over the whole sample are damped Newton steps instead (:func:`_newton_steps`);
+    Where Newton steps apply (free heights, empirical source, no smoothing, and ``solver``
+    not ``"adam"``), steps over the whole sample are damped Newton steps instead
+    (:func:`_newton_steps`);
     ``solver="newton"``, vector heights and restarted (warm) problems of at most
     ``max_eval_samples`` samples start there. After each evaluation ``callback(record)`` is
     called with a :class:`StepRecord`; a true return value stops the run.

@@ -19,7 +19,8 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
-from ._solver import NEWTON_MIN_SAMPLES_PER_TARGET, newton_obstacles
+from ._solver import newton_obstacles
+from ._stream import FIRST_SOLVE_ROWS_PER_TARGET
 
 __all__ = ["fit_stream", "iter_batches"]
 
@@ -190,7 +191,7 @@ def _first_rows(estimator, X_target) -> int:
     free = estimator.height in ("vector", "residual")
     if X_target is None or newton_obstacles(free, estimator.epsilon, estimator.bandwidth):
         return 0
-    return NEWTON_MIN_SAMPLES_PER_TARGET * len(X_target)
+    return FIRST_SOLVE_ROWS_PER_TARGET * len(X_target)
 
 
 #: Share of the time left that fit_stream plans its last solve of the buffer into, and the

@@ -6,7 +6,7 @@ running average of the iterates), and every row joins the running cell counts an
 
 Before the map has converged, free heights (``height="vector"`` or ``"residual"``, hard
 cells, no smoothing) keep the stream's rows in a growing buffer and take exact Newton steps
-on it each time it has grown by ``_GROWTH`` (from ``NEWTON_MIN_SAMPLES_PER_TARGET`` rows per
+on it each time it has grown by ``_GROWTH`` (from ``FIRST_SOLVE_ROWS_PER_TARGET`` rows per
 target on): the map is then that of a fit on every row seen so far. Once the buffer holds
 ``config.max_eval_samples`` rows it is solved a last time, dropped, and the stream goes on by
 averaged steps from there, so memory stays bounded. A network alone (and any chunk before
@@ -24,7 +24,6 @@ from torch import Tensor
 
 from ._kernels import marginal_error
 from ._solver import (
-    NEWTON_MIN_SAMPLES_PER_TARGET,
     Callback,
     DivergenceError,
     Problem,
@@ -41,6 +40,7 @@ from ._solver import (
 )
 
 __all__ = [
+    "FIRST_SOLVE_ROWS_PER_TARGET",
     "buffer_from_snapshot",
     "buffer_snapshot",
     "start_stream",
@@ -48,6 +48,10 @@ __all__ = [
     "stream_result",
     "stream_steps",
 ]
+
+#: Rows per target point that a stream's buffer holds before its first Newton solve (before
+#: that, Adam steps on each chunk); ``fit_stream``'s planner starts its budget there.
+FIRST_SOLVE_ROWS_PER_TARGET = 10
 
 
 def start_stream(state: SolverState, result: SolverResult, n_samples: float) -> None:
@@ -326,7 +330,7 @@ def _buffer_stream(
     state.stream_flush = state.stream_hold = False
     # ``stream_hold`` (fit_stream, near its budget) keeps the rows for a later, larger solve.
     grown = n >= _GROWTH * buffer.n_solved and not hold
-    if n < NEWTON_MIN_SAMPLES_PER_TARGET * m:
+    if n < FIRST_SOLVE_ROWS_PER_TARGET * m:
         # Too few rows for Newton steps yet: Adam steps on the chunk, as a fit would take.
         steps = -(-n_chunk // min(config.batch_size, n_chunk))
         return _optimise_stream(state, problem, config, steps, callback, average=False)

@@ -45,6 +45,9 @@ from .callbacks import chain_callbacks
 __all__ = ["OTNetTransport"]
 
 _DTYPE = torch.float32
+#: Below this many samples per target point a ``ConvergenceWarning`` names the assignment
+#: regime, where float32 scores cannot carry an exact matching past about 1,000 points.
+_FEW_SAMPLES_PER_TARGET = 10
 
 
 class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -86,10 +89,10 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         free per-point heights over the whole sample from the first step (``height`` in
         ``{"vector", "residual"}``, ``epsilon=0``, ``bandwidth=0``); each step is one pass over
         the sample plus a sparse linear solve, and a few tens of steps reach ``tol``.
-        ``"auto"``: Newton steps wherever they apply, once the batch is the whole sample, if
-        there are at least 10 samples per target point (with fewer, the problem is nearly a
-        discrete assignment and Adam steps do better); free heights start there when the
-        sample has at most 10^6 points.
+        ``"auto"``: Newton steps wherever they apply, once the batch is the whole sample
+        (whatever the number of samples per target point, down to an assignment of as many
+        samples as targets); free heights start there when the sample has at most 10^6
+        points.
         ``partial_fit`` from scratch with free heights takes Newton steps on the stream's
         buffer; otherwise Adam or averaged steps.
     max_iter : int, default=2000
@@ -630,7 +633,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         if advice is None:
             per_target = problem.n_samples / self.target_.shape[0]
             advice = "increase max_iter or tol."
-            if problem.is_empirical and per_target < _solver.NEWTON_MIN_SAMPLES_PER_TARGET:
+            if problem.is_empirical and per_target < _FEW_SAMPLES_PER_TARGET:
                 advice += (
                     f" With {per_target:.2g} samples per target the map is close to an "
                     "assignment, which float32 scores resolve only approximately past about "

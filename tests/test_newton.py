@@ -68,3 +68,20 @@ def test_candidates_are_dropped_for_other_rows(device):
     assert other.candidates is None
     ref = _newton.smoothed(X[:50], w[:50], Y, h, nu, 0.1, 8)
     assert torch.equal(other.index, ref.index)
+
+
+def test_saturated_samples_leave_the_damped_system_unchanged(monkeypatch):
+    # Samples certain of their cell are left out of the Hessian's products only: the direction
+    # is that of the full system (the damping's diagonal keeps every sample; without them
+    # the cells they fill were barely damped and Newton steps stalled at n = m).
+    g = torch.Generator().manual_seed(3)
+    X, Y = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g)
+    w = torch.full((400,), 1 / 400)
+    nu = torch.full((400,), 1 / 400)
+    h = -0.5 * (Y * Y).sum(1)
+    s = _newton.smoothed(X, w, Y, h, nu, 1e-4, 8)
+    assert 0.2 < float((s.prob[:, 0] >= 1 - _newton.SATURATED).double().mean()) < 1
+    skipped = _newton.newton_direction(s, w, nu, s.eps, 1e-2, rtol=1e-10, max_iter=500)
+    monkeypatch.setattr(_newton, "SATURATED", -1.0)  # every sample in the products
+    full = _newton.newton_direction(s, w, nu, s.eps, 1e-2, rtol=1e-10, max_iter=500)
+    torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-9 * float(full.abs().max()))

@@ -457,3 +457,19 @@ def test_a_2d_y_in_fit_points_to_x_target(rng):
         with pytest.raises(ValueError, match="X_target=Y"):
             getattr(OTNetTransport(), method)(X, Y)
     OTNetTransport(max_iter=5).fit(X, np.zeros(200), X_target=Y)  # a 1-D y is still ignored
+
+
+def test_auto_solver_takes_newton_steps_at_one_sample_per_target():
+    # As many samples as targets: "auto" takes the same Newton steps as "newton" and reaches
+    # tol=1e-2 in a few tens of steps (Adam steps needed hundreds, or stalled above it).
+    rng = np.random.default_rng(7)
+    X, Y = rng.normal(size=(400, 2)), rng.normal(size=(400, 2)) * 0.8 + 0.5
+    fits = {
+        solver: OTNetTransport(height="vector", solver=solver, tol=1e-2, random_state=0).fit(
+            X, X_target=Y
+        )
+        for solver in ("auto", "newton")
+    }
+    assert fits["auto"].converged_ and fits["auto"].n_iter_ <= 60
+    assert fits["auto"].n_iter_ == fits["newton"].n_iter_
+    np.testing.assert_array_equal(fits["auto"].heights_, fits["newton"].heights_)
