@@ -149,7 +149,7 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
         "*float32 resolution* is the spacing of float32 numbers at the largest score. The "
         "float32 TV is the marginal error of those exact heights when the scores are computed "
         f'in float32, as skot computes them. skot: `height="vector"`, `max_iter={max_iter}`, '
-        "other parameters at their defaults (Adam steps: fewer than 10 samples per target).\n\n"
+        "other parameters at their defaults (Newton steps).\n\n"
         + table
         + "\n\n"
         + _conclusion(rows)

@@ -190,7 +190,7 @@ def run_targets(budget: float = 900.0) -> str:
         "default parameters, `tol=1e-2`, fitted in warm-started rounds of 50 steps, a fresh "
         "process per case (peak memory above its baseline after imports, data included). "
         'Vector heights with `solver="auto"`: Newton steps at 10^6 / 10^4 (100 samples per '
-        "target), Adam steps at n = m (1 sample per target).\n\n"
+        "target) and at n = m (1 sample per target).\n\n"
     )
     return text + md_table(HEADER, rows)
 

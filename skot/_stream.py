@@ -331,7 +331,7 @@ def _buffer_stream(
     # ``stream_hold`` (fit_stream, near its budget) keeps the rows for a later, larger solve.
     grown = n >= _GROWTH * buffer.n_solved and not hold
     if n < FIRST_SOLVE_ROWS_PER_TARGET * m:
-        # Too few rows for Newton steps yet: Adam steps on the chunk, as a fit would take.
+        # Too few rows for the stream's first solve yet: Adam steps on the chunk.
         steps = -(-n_chunk // min(config.batch_size, n_chunk))
         return _optimise_stream(state, problem, config, steps, callback, average=False)
     if buffer.n_solved and not (grown or full or flush):
