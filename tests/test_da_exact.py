@@ -12,6 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import skot.da._adapter as adapter_module
+import skot.da._defaults as defaults_module
 from skot import OTNetTransport, _discrete
 from skot._validation import check_fit_y
 from skot.da import OTNetAdapter, ReverseValidationScorer
@@ -186,6 +187,58 @@ def test_without_pot_unequal_sizes_use_the_semi_discrete_transport(no_pot):
     adapter = OTNetAdapter(label_weight=0.0).fit(X, X_target=Y)
     assert adapter.transport_.max_iter > 1  # solved by steps, not set from duals
     assert adapter.X_source_transported_.shape == X.shape
+
+
+# ------------------------------------------------------------------ beyond the exact cap
+@pytest.fixture
+def small_exact_cap(monkeypatch):
+    monkeypatch.setattr(defaults_module, "EXACT_MAX_PAIRS", 100 * 100)
+
+
+def test_beyond_the_exact_cap_the_default_takes_newton_steps(small_exact_cap):
+    X, Y = _samples(200, 400, d=3)
+    assert not adapter_module._exact_applies(200, 400, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adapter = OTNetAdapter(label_weight=0.0, smoothing=0.0).fit(X, X_target=Y)
+    transport = adapter.transport_
+    # The barycentric direction: the target rows mapped onto the source rows, by Newton steps.
+    assert transport.get_params()["solver"] == "newton" and transport.converged_
+    assert transport.n_iter_ > 1
+    np.testing.assert_array_equal(transport.target_, X)
+    cells = transport.predict_index(Y)
+    held = np.bincount(cells, minlength=200) > 0
+    means = np.array([Y[cells == j].mean(axis=0) for j in np.flatnonzero(held)])
+    np.testing.assert_allclose(adapter.X_source_transported_[held], means, rtol=1e-5, atol=1e-6)
+
+
+def test_beyond_the_exact_cap_smoothing_matches_the_entropic_coupling(monkeypatch):
+    # The same data on both routes: Sinkhorn on the dense cost (exact coupling) and
+    # Sinkhorn's scaling of the semi-discrete heights (beyond the cap) give the same images.
+    X, Y = _samples(250, 250, d=3)
+    exact = OTNetAdapter(label_weight=0.0).fit(X, X_target=Y)
+    assert exact.transport_.n_iter_ <= 1  # heights set from the coupling's duals
+    monkeypatch.setattr(defaults_module, "EXACT_MAX_PAIRS", 100 * 100)
+    iterative = OTNetAdapter(label_weight=0.0).fit(X, X_target=Y)
+    assert iterative.transport_.n_iter_ > 1
+    hard = OTNetAdapter(label_weight=0.0, smoothing=0.0).fit_transform(X, X_target=Y)
+    a, b = exact.X_source_transported_, iterative.X_source_transported_
+    spread = np.linalg.norm(a - a.mean(axis=0), axis=1).mean()
+    assert np.linalg.norm(a - b, axis=1).mean() < 0.01 * spread
+    assert np.linalg.norm(a - hard, axis=1).mean() > 0.05 * spread  # smoothing did something
+
+
+def test_unequal_digits_without_pot_are_adapted_silently(no_pot):
+    # 600 source rows onto 900 rotated ones: 1.5 target rows per source row, where the
+    # semi-discrete map's hard cells cannot all hold their share (the floor of 1/6).
+    from benchmarks.da import make_case
+
+    Xs, ys, Xt, yt = make_case(600, 900, 64, "rotate")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = OTNetAdapter(label_weight=0.0).fit_transform(Xs, X_target=Xt)
+    plain = KNeighborsClassifier(1).fit(Xs, ys).score(Xt, yt)
+    assert KNeighborsClassifier(1).fit(moved, ys).score(Xt, yt) > plain
 
 
 # ------------------------------------------------------------------ misuse

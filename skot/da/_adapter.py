@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._cells import nearest_rows
 from .._discrete import (
-    MAX_ENTRIES,
     entropic_plan,
     exact_plan,
     has_pot,
@@ -32,7 +31,13 @@ from .._discrete import (
     transport_from_duals,
 )
 from .._validation import _check_array_named, check_target_feature_names, validate_X
-from ._defaults import _COARSE_SLACK, _discreteness_floor, _fit_default
+from ._defaults import (
+    _COARSE_SLACK,
+    _SLACK,
+    _discreteness_floor,
+    _fit_default,
+    exact_by_default,
+)
 from ._domains import _source_mask, _split_domains
 from ._proportions import _estimate_proportions
 
@@ -89,9 +94,10 @@ def _spacing(At: np.ndarray) -> float:
 
 
 def _exact_applies(n_source: int, n_target: int, weights) -> bool:
-    """Whether an exact discrete solver couples the two samples: POT's ``ot.emd`` (installed),
-    or SciPy's assignment (equal sizes, uniform weights); and the cost matrix fits."""
-    if n_source * n_target > MAX_ENTRIES:
+    """Whether the default transport couples the two samples exactly: up to
+    :data:`._defaults.EXACT_MAX_PAIRS` pairs, by POT's ``ot.emd`` (installed) or SciPy's
+    assignment (equal sizes, uniform weights)."""
+    if not exact_by_default(n_source, n_target):
         return False
     return has_pot() or (n_source == n_target and weights is None)
 
@@ -148,11 +154,11 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``linear_sum_assignment`` when source and target have as many rows and uniform
         weights. ``transport_`` is then an :class:`~skot.OTNetTransport` whose heights come
         from the coupling's duals (moved inside the optimal face by a small margin), so new
-        rows map by the same power diagram. Where no exact solver applies (no POT and
-        unequal sizes or weights), a semi-discrete ``OTNetTransport(height="vector")`` with
-        a tolerance just above the smallest marginal error a hard map of the two sample sizes
-        can reach, one retry with a larger step, and a ``ConvergenceWarning`` if it still
-        stops short (see the user guide).
+        rows map by the same power diagram. Beyond 5,000 x 5,000 source-target pairs, or
+        where no exact solver applies (no POT and unequal sizes or weights), a semi-discrete
+        ``OTNetTransport(height="vector", solver="newton")`` stopped 1% above the smallest
+        marginal error a hard map of the two sample sizes can reach, with a
+        ``ConvergenceWarning`` if it stops short (see the user guide).
     direction : {"barycentric", "forward"}, default="barycentric"
         ``"barycentric"`` moves every source row to the mean of the target rows it is coupled
         with (its barycentric image): several target rows when the target is larger than the
@@ -165,8 +171,9 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         come from the entropic coupling with the same (class-aware) cost and a temperature of
         ``smoothing`` times the target's spacing (the median over the target rows of the
         squared distance to the nearest other target row), which averages nearby target rows
-        the same way whatever the data's scale and dimension. ``0`` keeps the exact coupling's
-        images. Ignored with ``direction="forward"`` or a given
+        the same way whatever the data's scale and dimension (beyond the exact coupling's
+        sizes, the same coupling by Sinkhorn's scaling of the semi-discrete heights). ``0``
+        keeps the exact coupling's images. Ignored with ``direction="forward"`` or a given
         ``transport``.
     label_weight : float or "auto", default="auto"
         Class-aware transport. ``"auto"``: ``0.5`` when ``y`` is given, else ``0``. ``0``
@@ -406,11 +413,12 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         images of the training source rows."""
         # With label_weight > 0 this first map only feeds the pseudo-labeller: a rough one
         # suffices.
-        first_slack = _COARSE_SLACK if self.label_weight_ > 0 else 5e-3
+        first_slack = _COARSE_SLACK if self.label_weight_ > 0 else _SLACK
         self.transport_ = self._fit_map(
             Xs64, Xt64, slack=first_slack, weights=weights, warn=self.label_weight_ == 0
         )
         moved = self._training_images(Xs64, Xt64)
+        As, At = Xs64, Xt64
         if self.label_weight_ > 0:
             n_classes = len(self.classes_)
             onehot = np.eye(n_classes)[codes]
@@ -421,11 +429,28 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 As = np.hstack([Xs64, scale * onehot])
                 At = np.hstack([Xt64, scale * proba])
                 # Stopping early leaves the mass that would cross a label gap in its class.
-                self.transport_ = self._fit_map(
-                    As, At, slack=_COARSE_SLACK, weights=weights, step_factor=3.0
-                )
+                self.transport_ = self._fit_map(As, At, slack=_COARSE_SLACK, weights=weights)
                 moved = self._training_images(As, At)[:, : Xs64.shape[1]]
+        if self.transport is None and self.smoothing > 0 and self.direction == "barycentric":
+            moved = self._soft_images(As, At, moved, Xs64.shape[1])
         return moved
+
+    def _soft_images(self, As, At, moved, d):
+        """Barycentric images of the source rows ``As`` under the entropic coupling of the
+        target rows ``At`` with them at ``smoothing`` times the target's spacing, the
+        semi-discrete form of :meth:`_fit_exact`'s (Sinkhorn's scaling of ``transport_``'s
+        heights, from the hard map's; a temperature ``reg`` on the squared distances is
+        ``reg / 2`` on the scores); ``moved`` where a row's soft cell holds no mass."""
+        transport = self.transport_
+        values = np.hstack([At[:, :d], np.ones((At.shape[0], 1))])
+        temperature = 0.5 * self.smoothing * _spacing(At)
+        sums, _ = transport._balanced_soft_sums(At, values, temperature)
+        sums = sums[transport._nearest_target(As)]
+        mass = sums[:, -1:]
+        held = mass[:, 0] > 0
+        images = moved.copy()
+        images[held] = sums[held, :-1] / mass[held]
+        return images
 
     def _fit_exact(self, Xs64, Xt64, codes, weights):
         """The map from the exact coupling of the two samples (``transport=None`` where an
@@ -551,10 +576,10 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.class_proportions_ = pi
         return pi[codes] / n_k[codes]
 
-    def _fit_map(self, Xs, Xt, slack=5e-3, weights=None, step_factor=1.0, warn=True):
+    def _fit_map(self, Xs, Xt, slack=_SLACK, weights=None, warn=True):
         """Fit the map of ``Xs`` (rows weighted by ``weights``, uniform if ``None``) onto
         ``Xt`` in the adapter's direction: a clone of ``transport``, or the default transport
-        (``slack``, ``step_factor``, ``warn``: see ``_defaults._fit_default``)."""
+        (``slack``, ``warn``: see ``_defaults._fit_default``)."""
         fit_params, floor_weights = {}, None
         if weights is not None:
             side = "sample_weight" if self.direction == "forward" else "target_weight"
@@ -570,7 +595,6 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             fit_params,
             slack=slack,
             floor_weights=floor_weights,
-            step_factor=step_factor,
             warn=warn,
         )
 

@@ -12,8 +12,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 from .. import _discrete
-from .._discrete import MAX_ENTRIES, exact_plan, squared_distances
-from ._defaults import _default_transport
+from .._discrete import exact_plan, squared_distances
+from ._defaults import _default_transport, exact_by_default
 
 __all__: list[str] = []
 
@@ -72,7 +72,7 @@ def _estimate_proportions(
     spread_t = float(np.sqrt(((Xt - mean_t) ** 2).sum(axis=1).mean())) or 1.0
     scale, shift = spread_t / spread_s, mean_t - spread_t / spread_s * mean_s
     transport = None
-    exact = _discrete.has_pot() and Xs.shape[0] * Xt.shape[0] <= MAX_ENTRIES
+    exact = _discrete.has_pot() and exact_by_default(Xs.shape[0], Xt.shape[0])
     history = []
     for rnd in range(n_rounds):
         nu = pi[codes] / n_k[codes]
