@@ -19,6 +19,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import ConvergenceWarning
 
@@ -294,6 +295,12 @@ def transport_from_duals(
     return transport
 
 
+#: Kernel entries ``exp(-R / reg)`` with ``R >= _KERNEL_CUTOFF * reg`` (below 2e-22 of their
+#: row's and column's largest) are dropped when fewer than ``_SPARSE_DENSITY`` of them remain.
+_KERNEL_CUTOFF = 50.0
+_SPARSE_DENSITY = 0.1
+
+
 def entropic_plan(
     C: np.ndarray,
     a: np.ndarray,
@@ -321,12 +328,23 @@ def entropic_plan(
     R = np.maximum(C - u[:, None] - v[None, :], 0.0)
     R -= R.min(axis=1, keepdims=True)
     R -= R.min(axis=0, keepdims=True)
-    K = np.exp(-R / reg)
+    keep = R < _KERNEL_CUTOFF * reg
+    if keep.mean() < _SPARSE_DENSITY:
+        # Most of the kernel below exp(-_KERNEL_CUTOFF) of every row's and column's largest
+        # entry (low dimension, a small reg): the iterations then cost the kept entries only.
+        rows, cols = np.nonzero(keep)
+        K = sparse.csr_matrix((np.exp(-R[rows, cols] / reg), (rows, cols)), shape=R.shape)
+        KT = K.T.tocsr()
+    else:
+        K = np.exp(-R / reg)
+        KT = K.T
     r = np.ones_like(a)
     for _ in range(max_iter):
-        c = b / (K.T @ r)
+        c = b / (KT @ r)
         Kc = K @ c
         if 0.5 * np.abs(r * Kc - a).sum() <= tol:
             break
         r = a / Kc
+    if sparse.issparse(K):
+        return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
     return (r[:, None] * K) * c[None, :]

@@ -343,6 +343,25 @@ def test_entropic_plan_finite_at_tiny_temperature():
     assert abs(entropic.sum() - 1.0) < 0.05
 
 
+@pytest.mark.parametrize("d", [2, 16])
+def test_entropic_plan_sparse_kernel_equals_the_dense_one(monkeypatch, d):
+    # In 2-D at half a spacing most kernel entries are below 1e-22 of their row's largest:
+    # the sparse iterations drop them, with the same plan to rounding.
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(300, d)), rng.normal(size=(300, d)) + 0.5
+    a = np.full(300, 1 / 300)
+    C = _discrete.squared_distances(X, Y)
+    _, u, v, _ = _discrete.exact_plan(C, a, a)
+    reg = 0.5 * adapter_module._spacing(Y)
+    kept = (C - u[:, None] - v[None, :] < _discrete._KERNEL_CUTOFF * reg).mean()
+    if d == 2:
+        assert kept < _discrete._SPARSE_DENSITY  # the sparse path is taken
+    sparse_plan = _discrete.entropic_plan(C, a, a, reg, u, v)
+    monkeypatch.setattr(_discrete, "_SPARSE_DENSITY", -1.0)
+    dense_plan = _discrete.entropic_plan(C, a, a, reg, u, v)
+    np.testing.assert_allclose(sparse_plan, dense_plan, rtol=1e-9, atol=1e-9 * dense_plan.max())
+
+
 def test_smoothing_is_in_units_of_the_target_spacing():
     # The same data scaled by 10: the smoothed images scale with it (the temperature follows
     # the target's nearest-neighbour spacing, not a fixed number).
