@@ -121,9 +121,10 @@ def _spread(proba, Xt, n_classes, *, alpha=0.8, n_rounds=10):
 
 def _coupling(As, At, a, b):
     """The exact coupling of ``As`` (weights ``a``) and ``At`` (weights ``b``) for the cost
-    ``|x - y|^2``, and its row and column duals."""
-    plan, u, v, _ = exact_plan(squared_distances(As, At), a, b)
-    return plan, u, v
+    ``C = |x - y|^2``, its row and column duals, and ``C``."""
+    C = squared_distances(As, At)
+    plan, u, v, _ = exact_plan(C, a, b)
+    return plan, u, v, C
 
 
 class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -465,7 +466,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         a = np.full(ns, 1.0 / ns) if weights is None else weights / weights.sum()
         b = np.full(nt, 1.0 / nt)
         As, At = Xs64, Xt64
-        plan, u, v = _coupling(As, At, a, b)
+        plan, u, v, C = _coupling(As, At, a, b)
         moved = self._plan_images(plan, As, At, u, v)
         if self.label_weight_ > 0:
             n_classes = len(self.classes_)
@@ -476,9 +477,9 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 proba = self._pseudo_labels(moved, codes, Xt64, n_classes)
                 self.target_proba_ = proba
                 At = np.hstack([Xt64, scale * proba])
-                plan, u, v = _coupling(As, At, a, b)
+                plan, u, v, C = _coupling(As, At, a, b)
                 moved = self._plan_images(plan, As, At, u, v)[:, : Xs64.shape[1]]
-        self.transport_, margin = self._transport_from_plan(plan, As, At, a, b, u, v)
+        self.transport_, margin = self._transport_from_plan(plan, C, As, At, a, b, u, v)
         # (With a margin the diagram holds the coupling; a marginal error a hair above tol is
         # then the discreteness floor's rounding, not a miss.)
         if margin == 0 and not self.transport_.converged_:
@@ -494,7 +495,6 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                 stacklevel=3,
             )
         if self.smoothing > 0 and self.direction == "barycentric":
-            C = squared_distances(As, At)
             plan = entropic_plan(C, a, b, self.smoothing * _spacing(At), u, v)
             moved = (plan @ At[:, : Xs64.shape[1]]) / plan.sum(axis=1, keepdims=True)
         if self.direction == "forward":
@@ -508,18 +508,17 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             return At[rounded(plan)]
         return (plan @ At) / plan.sum(axis=1, keepdims=True)
 
-    def _transport_from_plan(self, plan, As, At, a, b, u, v):
+    def _transport_from_plan(self, plan, C, As, At, a, b, u, v):
         """The fitted transport whose power diagram is the coupling's (heights from its
         duals): source samples onto target points, or the reverse for ``"barycentric"``; and
-        the margin by which the duals hold the coupling (``0``: none held)."""
+        the margin by which the duals hold the coupling (``0``: none held). ``C``: the cost
+        matrix of ``As`` against ``At``."""
         uniform_a = None if np.all(a == a[0]) else a
         tol = max(5e-3, 1.01 / max(As.shape[0], At.shape[0]))
         if self.direction == "forward":
-            C = squared_distances(As, At)
             duals, margin = strict_duals(C, rounded(plan), v)
             return transport_from_duals(As, At, duals, sample_weight=uniform_a, tol=tol), margin
-        C = squared_distances(At, As)
-        duals, margin = strict_duals(C, rounded(plan.T), u)
+        duals, margin = strict_duals(np.ascontiguousarray(C.T), rounded(plan.T), u)
         transport = transport_from_duals(
             At,
             As,
