@@ -423,3 +423,34 @@ def test_warm_start_corrections_never_make_the_start_worse():
     n_before = len(ot.marginal_error_curve_)
     ot.fit(X, X_target=Y2, target_ids=new_ids)
     assert ot.marginal_error_curve_[n_before][1] <= carried + 1e-3
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (40, 300), (300, 40, 10)])
+def test_gcv_from_the_gram_matrix_equals_the_svd_scores(shape):
+    # _gcv takes the squared singular values from the Gram matrix of the smaller side; the
+    # scores and the chosen penalty are those of the SVD, also for a rank-deficient P
+    # (third case: rank 10).
+    from skot._reuse import DISTILL_RIDGES, _gcv
+
+    gen = torch.Generator().manual_seed(0)
+    n, p = shape[:2]
+    if len(shape) == 3:
+        P = torch.randn(n, shape[2], generator=gen, dtype=torch.float64)
+        P = P @ torch.randn(shape[2], p, generator=gen, dtype=torch.float64)
+    else:
+        P = torch.randn(n, p, generator=gen, dtype=torch.float64)
+    c = P @ torch.randn(p, generator=gen, dtype=torch.float64)
+    c = c + 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    U, S, _ = torch.linalg.svd(P, full_matrices=False)
+    Uc, s2 = U.T @ c, S**2
+    outside = float(c @ c - Uc @ Uc)
+    expected = []
+    for ridge in DISTILL_RIDGES:
+        shrink = ridge * float(s2.mean()) / (s2 + ridge * float(s2.mean()))
+        residual = outside + float(((shrink * Uc) ** 2).sum())
+        dof = float((1 - shrink).sum())
+        expected.append((residual / max(n - dof, 1.0) ** 2, ridge))
+    score, ridge = _gcv(P, c)
+    best = min(expected)
+    assert ridge == best[1]
+    assert score == pytest.approx(best[0], rel=1e-6, abs=1e-12 * float(c @ c))
