@@ -85,7 +85,7 @@ class Candidates:
     ) -> Candidates:
         """``kept`` (candidates from an earlier fit) if it :meth:`covers` the rows ``X`` and the
         cells of ``cells``, else new candidates of ``X`` at ``cells`` (a full pass)."""
-        if kept is not None and kept.covers(X, cells.n_cells):
+        if kept is not None and (kept.covers(X, cells.n_cells) or kept.extend(cells, X)):
             return kept
         return cls(cells, X, width)
 
@@ -103,6 +103,47 @@ class Candidates:
         if same:
             self.X = X
         return same
+
+    @torch.no_grad()
+    def extend(self, cells: PowerCells, X: Tensor) -> bool:
+        """Take the rows ``X`` if they are these candidates' rows with more after them (a
+        stream's buffer grown since its last solve): the new rows get candidates by a full pass
+        at the heights of ``cells``, a reference of their own, and the rows already held keep
+        theirs (their bounds cover the heights' moves). Returns whether ``X`` was taken; when
+        it is not, nothing changes."""
+        n0 = self.X.shape[0]
+        if (
+            X.shape[0] <= n0
+            or X.shape[1:] != self.X.shape[1:]
+            or X.dtype != self.X.dtype
+            or X.device != self.X.device
+            or self.heights.shape[1] != cells.n_cells
+            or self.width > cells.n_cells
+            or not bool(torch.equal(X[:n0], self.X))
+        ):
+            return False
+        slot = self._slot(self.reference.new_empty(0))
+        if slot is None:
+            delta, scores, _, _ = self._rescore(cells, 1)
+            slot = self._merge_fewest(scores, delta, self._slack(cells))
+            del delta, scores
+        new = X[n0:]
+        vals, idx = cells.top_k(new, self.width)
+        floor = vals[:, -1].clone()
+        for r0 in range(0, vals.shape[0], _SORT_ROWS):
+            v, i = vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS]
+            v[:], i[:] = _by_cell(v, i)
+        self.scores = torch.cat([self.scores, vals])
+        self.index = torch.cat([self.index, idx.to(self.index.dtype)])
+        self.floor = torch.cat([self.floor, floor])
+        self.reference = torch.cat([self.reference, self.reference.new_full((new.shape[0],), slot)])
+        self.heights[slot] = cells.h
+        self._x_norm = torch.cat([self._x_norm, new.norm(dim=1)])
+        self._y_norm = max(self._y_norm, float(cells.Y.norm(dim=1).max()))
+        self.X = X
+        self.n_full = int(new.shape[0])
+        self.n_scores = self.n_full * cells.n_cells
+        return True
 
     @torch.no_grad()
     def retarget(self, Y_old: Tensor, cells: PowerCells, previous: Tensor) -> None:
@@ -243,8 +284,7 @@ class Candidates:
         self.n_full = self.n_scores = 0
         if self.width >= m:
             return vals, idx
-        h_max = float(cells.h.abs().max()) + float(self.heights.abs().max())
-        slack = self._unit * (self._x_norm * self._y_norm + h_max)
+        slack = self._slack(cells)
         # A cell outside the candidates can enter only if its delta reaches `need`.
         need = vals[:, -1] - self.floor - slack
         fail = (need <= delta.amax(dim=1)[ref]).nonzero().squeeze(1)
@@ -279,6 +319,12 @@ class Candidates:
             cells, k, fail[part], entering[part], ranked, scores, vals, idx, slot, slack
         )
         return vals, idx
+
+    def _slack(self, cells: PowerCells) -> Tensor:
+        """Each row's rounding allowance for comparing its scores at the heights of
+        ``cells`` with those at its reference heights."""
+        h_max = float(cells.h.abs().max()) + float(self.heights.abs().max())
+        return self._unit * (self._x_norm * self._y_norm + h_max)
 
     def _refresh_rows(self, cells: PowerCells, rows: Tensor, slot: int) -> tuple[Tensor, Tensor]:
         """Fresh candidates of ``rows`` by a full pass at the heights of ``cells``, stored at

@@ -347,7 +347,9 @@ def _buffer_stream(
     buffer.stacked()
     whole = Problem(buffer.X, Y, nu, buffer.w / buffer.w.sum())
     tol = max(config.tol, _NOISE_SHARE * 0.4 * math.sqrt(m / n))
-    solve = dataclasses.replace(config, solver="newton", tol=tol)
+    # The candidates of the solve stay for the next one: the rows it held keep theirs, and
+    # only the rows added since get a full pass (Candidates.extend).
+    solve = dataclasses.replace(config, solver="newton", tol=tol, keep_candidates=True)
     first, warm = state.step, buffer.n_solved > 0
     began = time.perf_counter()
     restart_schedule(state, whole, solve)
@@ -373,6 +375,7 @@ def _buffer_stream(
         # Memory stays bounded: from here on, averaged steps from the buffer's solution.
         buffer.closed = True
         buffer.X, buffer.w, buffer.parts = X[:0], w[:0], []
+        state.candidates = None
         state.average = {k: p.detach().clone() for k, p in state.model.named_parameters()}
     state.error = result.error
     return stream_result(state, problem, config, state.step - first, result.stopped)

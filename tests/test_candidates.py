@@ -177,3 +177,28 @@ def test_candidates_cover_equal_rows_only(device):
     assert not candidates.covers(X[:-1], 30)
     assert not candidates.covers(X + 1, 30)
     assert not candidates.covers(X.float(), 30)
+
+
+@pytest.mark.parametrize("max_references", [1, 8])
+def test_extended_candidates_equal_full_passes(device, max_references):
+    # A stream's buffer grows by rows appended after those the candidates hold: the new rows
+    # get a full pass at the current heights, the old ones keep their bounds, and every later
+    # pass is exact. With one reference the held rows first move to the current heights.
+    X, Y, h, g = _tied_problem(device, 900, 300, 3, seed=5)
+    first = 400
+    candidates = Candidates(PowerCells(Y, h), X[:first], 8, max_references=max_references)
+    moves = _height_moves(300, g, device)
+    for step, move in enumerate(moves):
+        h = h + move
+        cells = PowerCells(Y, h)
+        if step == 2:
+            assert not candidates.extend(cells, X[:first].clone() + 1)  # not its rows
+            assert not candidates.extend(cells, X[: first - 1])
+            assert candidates.extend(cells, X)
+            assert candidates.X is X and candidates.n_full == X.shape[0] - first
+            assert Candidates.kept_or_new(candidates, cells, X, 8) is candidates
+        rows = candidates.X
+        vals, idx = candidates.top_k(cells, 5)
+        ref_vals, _ = _brute_top_k(torch.addmm(h, rows, Y.T), 5)
+        assert torch.equal(vals, ref_vals)
+    assert candidates.X.shape[0] == X.shape[0]
