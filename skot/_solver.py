@@ -293,6 +293,12 @@ class LazyAdam:
 
     def step(self) -> None:
         self.adam.step()
+        # Fused Adam moves the parameters without bumping their version counters, which the
+        # network's output cache (``_potentials._MLP``) reads: bump them (an in-place no-op).
+        with torch.no_grad():
+            for group in self.adam.param_groups:
+                for param in group["params"]:
+                    param.mul_(1)
 
     def state_dict(self) -> dict:
         if self._adam is not None or self._pending is not None:

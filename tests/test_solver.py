@@ -275,3 +275,34 @@ def test_lazy_adam_round_trips_its_moments_and_step_sizes():
     assert loaded.built and len(loaded.state) == len(list(model.parameters()))
     assert all(float(s["step"]) == 2.0 for s in loaded.state.values())
     assert loaded.param_groups[1]["lr"] == 0.25 and loaded.param_groups[0]["lr"] == 0.125
+
+
+def test_network_output_cache_follows_every_change_of_its_inputs():
+    # Without gradients the network keeps its output for the same targets and parameters;
+    # fused Adam steps (which move parameters without bumping their versions), in-place
+    # changes of the targets and swapped-in parameters (functional_call) all recompute it.
+    from skot._potentials import _MLP
+
+    net = _MLP(2, (8, 8), frequency=1.0, generator=torch.Generator().manual_seed(0))
+    torch.nn.init.normal_(net.layers[-1].weight)
+    Y = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+
+    def fresh():
+        with torch.enable_grad():
+            return net(Y).detach()
+
+    with torch.no_grad():
+        first = net(Y)
+        assert net(Y) is first  # kept
+    optimizer = _solver.LazyAdam([{"params": list(net.parameters()), "lr": 0.1, "initial_lr": 0.1}])
+    net(Y).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        torch.testing.assert_close(net(Y), fresh())
+        assert not torch.equal(net(Y), first)
+        Y.add_(0.5)
+        torch.testing.assert_close(net(Y), fresh())
+        swapped = {k: torch.zeros_like(v) for k, v in net.named_parameters()}
+        zero = torch.func.functional_call(net, swapped, (Y,))
+        torch.testing.assert_close(zero, torch.zeros(30))
+        torch.testing.assert_close(net(Y), fresh())
