@@ -220,12 +220,14 @@ class _Buffer:
     #: for every chunk would cost more than counting the chunk's cells, at d = 32.
     parts: list = dataclasses.field(default_factory=list)
     #: For budget planning (0: no solve yet): seconds per buffered row of the last solve;
-    #: ``(rows, seconds of the first full pass, seconds per Newton step)`` of the last two
-    #: solves (a step's time includes what follows the last one).
+    #: ``(rows, seconds of the first full pass, seconds per Newton step, rows of that pass)``
+    #: of the last two solves (a step's time includes what follows the last one; the pass is
+    #: over the rows the solve before had not held).
     solve_rate: float = 0.0
     timings: list = dataclasses.field(default_factory=list)
-    #: Newton steps of the last solve that started from an earlier solve's heights (0: none),
-    #: and the rows of the last solve.
+    #: Newton steps of the last solve that started from an earlier solve's heights, beyond
+    #: those of its growth (:func:`_growth_steps`; 0: none yet), and the rows of the last
+    #: solve.
     warm_steps: int = 0
     n_last: int = 0
 
@@ -245,33 +247,43 @@ class _Buffer:
         return self
 
     def seconds(self, n: int, which: int) -> float:
-        """Seconds of a full pass (``which=1``) or of a Newton step (``which=2``) on ``n``
-        rows: the line through the last two solves' (a fixed cost, as the Newton system's
-        over the targets, plus a cost per row), never under half the last solve's seconds
-        per row; that rate alone after a single solve."""
+        """Seconds of a solve's first pass over ``n`` new rows (``which=1``: the rows of the
+        last solve keep their candidates) or of a Newton step on ``n`` rows (``which=2``):
+        the line through the last two solves' (a fixed cost, as the Newton system's over the
+        targets, plus a cost per row), never under half the last solve's seconds per row;
+        that rate alone after a single solve."""
         if not self.timings:
             return 0.0
-        n2, t2 = self.timings[-1][0], self.timings[-1][which]
-        rate = n * t2 / n2
-        if len(self.timings) < 2 or self.timings[-2][0] == n2:
+
+        def rows(entry):  # a first pass's rows: the new ones (a timing's fourth entry)
+            return entry[3] if which == 1 and len(entry) > 3 else entry[0]
+
+        n2, t2 = rows(self.timings[-1]), self.timings[-1][which]
+        rate = n * t2 / max(n2, 1)
+        if len(self.timings) < 2 or rows(self.timings[-2]) == n2:
             return rate
-        n1, t1 = self.timings[-2][0], self.timings[-2][which]
+        n1, t1 = rows(self.timings[-2]), self.timings[-2][which]
         slope = max((t2 - t1) / (n2 - n1), 0.0)
         line = max(t2 + slope * (n - n2), 0.0)
         return max(line, 0.5 * rate)
 
     def predict(self, n: int) -> float:
         """Seconds a solve of ``n`` rows from the last solve's heights should take: one full
-        pass and Newton steps (:meth:`seconds`). As many steps as the last solve from an
-        earlier one's heights took (:data:`_WARM_STEPS` before one), and one more for each
-        doubling (rounded) beyond twice the last solve's rows (the new rows' noise moves the
+        pass over the rows added since (:meth:`seconds`) and Newton steps. As many steps as
+        the last solve from an earlier one's heights took beyond its growth's
+        (:data:`_WARM_STEPS` before one), and one more for each doubling (rounded) beyond
+        twice the last solve's rows (:func:`_growth_steps`: the new rows' noise moves the
         solution further). The first solve from scratch takes several times more steps than
         those that follow: its rate alone would overestimate them."""
-        steps = max(self.warm_steps, 2) if self.warm_steps else _WARM_STEPS
-        growth = n / max(2 * self.n_last, 1)
-        if growth > 1:
-            steps += round(math.log2(growth))
-        return self.seconds(n, 1) + steps * self.seconds(n, 2)
+        steps = (self.warm_steps or _WARM_STEPS) + _growth_steps(n, self.n_last)
+        return self.seconds(n - self.n_last, 1) + steps * self.seconds(n, 2)
+
+
+def _growth_steps(n: int, n_last: int) -> int:
+    """Newton steps a solve of ``n`` rows takes beyond those of one on twice the last
+    solve's ``n_last`` rows: one per doubling beyond it (rounded)."""
+    growth = n / max(2 * n_last, 1)
+    return max(round(math.log2(growth)), 0) if growth > 1 else 0
 
 
 def buffer_snapshot(state: SolverState) -> dict | None:
@@ -359,10 +371,15 @@ def _buffer_stream(
     # The first evaluation is the restart's pass; each later one follows a Newton step.
     steps = max(state.step - first - 1, 1)
     buffer.solve_rate = (ended - began) / n
-    buffer.timings = [*buffer.timings[-1:], (n, passed - began, (ended - passed) / steps)]
-    buffer.n_last = n
+    # (The rows of the last solve kept their candidates: the first pass was over the others.)
+    pass_rows = n - buffer.n_last
+    buffer.timings = [
+        *buffer.timings[-1:],
+        (n, passed - began, (ended - passed) / steps, pass_rows),
+    ]
     if warm and not result.stopped:
-        buffer.warm_steps = steps
+        buffer.warm_steps = max(steps - _growth_steps(n, buffer.n_last), 1)
+    buffer.n_last = n
     # A solve cut short (a callback, fit_stream's max_time) keeps the heights it reached,
     # better than those it started from (each Newton step lowers the buffer's error), and the
     # next chunk takes it up again.

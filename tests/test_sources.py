@@ -238,6 +238,11 @@ def test_solve_times_are_predicted_from_the_last_two_solves():
     assert buffer.seconds(80_000, 2) == pytest.approx(0.1)
     buffer.warm_steps, buffer.n_last = 3, 40_000
     assert buffer.predict(80_000) == pytest.approx(0.2 + 3 * 0.1)
+    # A first pass is over the rows added since the last solve (the fourth entry), whose
+    # rows kept their candidates: 0.05 s fixed + 5e-6 s per new row.
+    buffer.timings = [(20_000, 0.1, 0.3, 10_000), (40_000, 0.2, 0.5, 30_000)]
+    assert buffer.seconds(60_000, 1) == pytest.approx(0.35)
+    assert buffer.predict(80_000) == pytest.approx(0.25 + 3 * 0.9)
 
 
 def test_max_time_is_not_overrun_by_a_step_that_would_not_fit(rng, monkeypatch):
@@ -312,8 +317,9 @@ def test_a_stream_from_scratch_solves_its_first_rows_at_once(rng):
 
 
 def test_the_budget_plan_holds_then_sizes_the_last_solve():
-    """fit_stream's plan near a deadline, from the last solve's seconds per row (a pass
-    0.2 ms, a Newton step 0.2 ms, 4 steps: 1 ms per row)."""
+    """fit_stream's plan near a deadline, from the last solve's seconds per row: a first
+    pass 0.2 ms per row added since that solve (its rows keep their candidates), a Newton
+    step 0.2 ms per row, 4 steps."""
     from types import SimpleNamespace
 
     from skot._sources import _plan
@@ -325,25 +331,26 @@ def test_the_budget_plan_holds_then_sizes_the_last_solve():
         buffer.warm_steps, buffer.n_last = warm_steps, solved
         return SimpleNamespace(stream_buffer=buffer)
 
-    # 100 s left: doubling to 2,000 rows (2 s) leaves time for a solve twice that size.
+    # 100 s left: doubling to 2,000 rows (1.8 s) leaves time for a solve twice that size.
     assert _plan(state(1900, 1000), 100, 100.0, 0.0, 0.0) == "go"
-    # 10 s left: a solve of 4,000 rows now would leave none for 8,000: keep the rows.
+    # 10 s left: a solve of 4,000 rows now (3.6 s) would leave too little for one of 8,000
+    # (9.2 s, one step more): keep the rows.
     assert _plan(state(3900, 2000), 100, 10.0, 0.0, 0.0) == "hold"
-    # 4.5 s left: one more batch and the buffer's solve would not fit: the last solve.
-    assert _plan(state(3900, 2000), 100, 4.5, 0.0, 0.0) == "solve"
-    # ... and the same with 5 s left of which the end of a call takes 0.5 s.
-    assert _plan(state(3900, 2000), 100, 5.0, 0.0, 0.0, tail=0.5) == "solve"
+    # 4 s left: one more batch and the buffer's solve would not fit: the last solve.
+    assert _plan(state(3900, 2000), 100, 4.0, 0.0, 0.0) == "solve"
+    # ... and the same with 4.5 s left of which the end of a call takes 0.5 s.
+    assert _plan(state(3900, 2000), 100, 4.5, 0.0, 0.0, tail=0.5) == "solve"
     # 3 s left: not even a solve of the buffer fits: the map stays.
     assert _plan(state(3900, 2000), 100, 3.0, 0.0, 0.0) == "end"
     # A solve that took 14 steps (from scratch, say) does not make the next take as many:
-    # with no warm solve measured yet, 4 are expected (1 ms per row).
-    assert _plan(state(3900, 2000, warm_steps=0), 100, 4.5, 0.0, 0.0) == "solve"
-    # A buffer four times the last solve's rows needs one step more: 1.2 ms per row.
-    assert _plan(state(7900, 2000), 100, 10.5, 0.0, 0.0) == "solve"
-    assert _plan(state(7900, 2000), 100, 9.5, 0.0, 0.0) == "end"
+    # with no warm solve measured yet, 4 are expected.
+    assert _plan(state(3900, 2000, warm_steps=0), 100, 4.0, 0.0, 0.0) == "solve"
+    # A buffer four times the last solve's rows needs one step more: 9.2 s for 8,000 rows.
+    assert _plan(state(7900, 2000), 100, 10.0, 0.0, 0.0) == "solve"
+    assert _plan(state(7900, 2000), 100, 9.0, 0.0, 0.0) == "end"
     # A last solve of the rows of the map's solve and a few more is not worth its time.
-    assert _plan(state(2300, 2000), 100, 2.7, 0.0, 0.0) == "end"
-    assert _plan(state(2600, 2000), 100, 3.0, 0.0, 0.0) == "solve"
+    assert _plan(state(2300, 2000), 100, 2.3, 0.0, 0.0) == "end"
+    assert _plan(state(2600, 2000), 100, 2.6, 0.0, 0.0) == "solve"
     # No deadline, or no solve yet to predict from: as the buffer would.
     assert _plan(state(3900, 2000), 100, None, 0.0, 0.0) == "go"
     assert _plan(None, 100, 3.0, 0.0, 0.0) == "go"
