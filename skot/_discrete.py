@@ -268,6 +268,7 @@ def transport_from_duals(
     sample_weight=None,
     target_weight=None,
     tol: float = 1e-2,
+    polish: bool = False,
 ):
     """A fitted :class:`~skot.OTNetTransport` (free heights) of ``X`` onto ``Y`` whose heights
     come from the column duals ``v`` of an exact coupling for the cost ``|x - y|^2``.
@@ -275,7 +276,9 @@ def transport_from_duals(
     The estimator is fitted for one step (which sets up its standardisation and state), then
     its heights are replaced by ``(v_j - |y_j|^2) / 2`` and its fitted attributes recomputed
     at those heights by one pass over ``X``: ``marginal_error_`` and ``converged_`` are those
-    of the power diagram the duals define.
+    of the power diagram the duals define. With ``polish``, a diagram that misses ``tol``
+    (float32 scores cannot hold the duals of a large assignment in low dimension) takes up
+    to :data:`POLISH_STEPS` Newton steps from them.
     """
     from ._cells import nearest_rows
     from ._transport import OTNetTransport
@@ -292,8 +295,19 @@ def transport_from_duals(
         heights = heights[nearest_rows(transport.target_, Y)]
         Y = transport.target_
     transport._set_heights(heights, X, sample_weight)
+    if polish and not transport.converged_:
+        # The duals do not hold in float32 (near ties at many rows): Newton steps from them
+        # finish a power diagram within tol of the marginals (a few steps: they are optimal).
+        transport.set_params(solver="newton", max_iter=POLISH_STEPS, warm_start=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            transport.fit(X, X_target=Y, sample_weight=sample_weight, target_weight=target_weight)
+        transport.set_params(warm_start=False)
     return transport
 
+
+#: Newton steps of :func:`transport_from_duals` from duals that float32 cannot hold.
+POLISH_STEPS = 100
 
 #: Kernel entries ``exp(-R / reg)`` with ``R >= _KERNEL_CUTOFF * reg`` (below 2e-22 of their
 #: row's and column's largest) are dropped when fewer than ``_SPARSE_DENSITY`` of them remain.

@@ -484,8 +484,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # then the discreteness floor's rounding, not a miss.)
         if margin == 0 and not self.transport_.converged_:
             warnings.warn(
-                "OTNetAdapter: the power diagram recovered from the exact coupling's duals "
-                "reproduces it only up to a marginal error of "
+                "OTNetAdapter: the power diagram recovered from the exact coupling's duals, "
+                "and Newton steps from them, reach only a marginal error of "
                 f"{self.transport_.marginal_error_:.3g} > tol={self.transport_.tol:.3g}: its "
                 "float32 scores cannot separate the coupling's near ties at "
                 f"{As.shape[0]} x {At.shape[0]} rows. The adapted training rows follow the "
@@ -517,7 +517,10 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         tol = max(5e-3, 1.01 / max(As.shape[0], At.shape[0]))
         if self.direction == "forward":
             duals, margin = strict_duals(C, rounded(plan), v)
-            return transport_from_duals(As, At, duals, sample_weight=uniform_a, tol=tol), margin
+            transport = transport_from_duals(
+                As, At, duals, sample_weight=uniform_a, tol=tol, polish=margin == 0
+            )
+            return transport, margin
         duals, margin = strict_duals(np.ascontiguousarray(C.T), rounded(plan.T), u)
         transport = transport_from_duals(
             At,
@@ -528,6 +531,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             + _discreteness_floor(
                 At.shape[0], As.shape[0], None if uniform_a is None else ("targets", a)
             ),
+            polish=margin == 0,
         )
         return transport, margin
 
