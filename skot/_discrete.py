@@ -352,6 +352,18 @@ def entropic_plan(
     else:
         K = np.exp(-R / reg)
         KT = K.T
+    r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)
+    if sparse.issparse(K):
+        return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
+    return (r[:, None] * K) * c[None, :]
+
+
+def sinkhorn_scalings(K, a, b, *, max_iter: int = 1000, tol: float = 1e-4, KT=None):
+    """Scalings ``r``, ``c`` of the kernel ``K`` (dense or sparse, no empty row or column)
+    such that ``diag(r) K diag(c)`` has column sums ``b`` and row sums within ``tol`` (total
+    variation) of ``a``: Sinkhorn's iterations, at most ``max_iter``. ``KT``: ``K``'s
+    transpose, if already built (a CSR copy is faster to multiply than a view)."""
+    KT = K.T if KT is None else KT
     r = np.ones_like(a)
     for _ in range(max_iter):
         c = b / (KT @ r)
@@ -359,6 +371,4 @@ def entropic_plan(
         if 0.5 * np.abs(r * Kc - a).sum() <= tol:
             break
         r = a / Kc
-    if sparse.issparse(K):
-        return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
-    return (r[:, None] * K) * c[None, :]
+    return r, c

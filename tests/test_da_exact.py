@@ -212,10 +212,21 @@ def test_beyond_the_exact_cap_the_default_takes_newton_steps(small_exact_cap):
     np.testing.assert_allclose(adapter.X_source_transported_[held], means, rtol=1e-5, atol=1e-6)
 
 
-def test_beyond_the_exact_cap_smoothing_matches_the_entropic_coupling(monkeypatch):
+@pytest.mark.parametrize(("d", "sparse_path"), [(2, True), (8, False)])
+def test_beyond_the_exact_cap_smoothing_matches_the_entropic_coupling(monkeypatch, d, sparse_path):
     # The same data on both routes: Sinkhorn on the dense cost (exact coupling) and
-    # Sinkhorn's scaling of the semi-discrete heights (beyond the cap) give the same images.
-    X, Y = _samples(250, 250, d=3)
+    # Sinkhorn's scaling of the semi-discrete heights (beyond the cap) give the same images,
+    # on each target row's best cells (2-D) or by passes over every cell.
+    from skot._cells import FittedCellsMixin
+
+    passes = []
+    balanced = FittedCellsMixin._balanced_soft_sums
+    monkeypatch.setattr(
+        FittedCellsMixin,
+        "_balanced_soft_sums",
+        lambda self, *a, **k: passes.append(1) or balanced(self, *a, **k),
+    )
+    X, Y = _samples(250, 250, d=d)
     exact = OTNetAdapter(label_weight=0.0).fit(X, X_target=Y)
     assert exact.transport_.n_iter_ <= 1  # heights set from the coupling's duals
     monkeypatch.setattr(defaults_module, "EXACT_MAX_PAIRS", 100 * 100)
@@ -226,6 +237,18 @@ def test_beyond_the_exact_cap_smoothing_matches_the_entropic_coupling(monkeypatc
     spread = np.linalg.norm(a - a.mean(axis=0), axis=1).mean()
     assert np.linalg.norm(a - b, axis=1).mean() < 0.01 * spread
     assert np.linalg.norm(a - hard, axis=1).mean() > 0.05 * spread  # smoothing did something
+    assert bool(passes) != sparse_path
+
+
+@pytest.mark.parametrize("smoothing", [1e-6, 0.5, 50.0])
+def test_beyond_the_exact_cap_smoothing_is_finite_at_any_temperature(small_exact_cap, smoothing):
+    # The sparse kernel has a unit entry in every row and column: no column underflows to
+    # zero (an overflow in the scalings and NaN images, seen at 10,000 rows in 2-D).
+    X, Y = _samples(300, 300, d=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images = OTNetAdapter(label_weight=0.0, smoothing=smoothing).fit_transform(X, X_target=Y)
+    assert np.isfinite(images).all()
 
 
 def test_unequal_digits_without_pot_are_adapted_silently(no_pot):

@@ -6,6 +6,7 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import (
     BaseEstimator,
     OneToOneFeatureMixin,
@@ -22,10 +23,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._cells import nearest_rows
 from .._discrete import (
+    _KERNEL_CUTOFF,
     entropic_plan,
     exact_plan,
     has_pot,
     rounded,
+    sinkhorn_scalings,
     squared_distances,
     strict_duals,
     transport_from_duals,
@@ -49,6 +52,9 @@ def _label_scale(Xs: np.ndarray) -> float:
     spread = float(np.sqrt(((Xs - Xs.mean(axis=0)) ** 2).sum(axis=1).mean()))
     return spread if spread > 0 else 1.0
 
+
+#: Cells per target row of the sparse Sinkhorn of the semi-discrete route's smoothing.
+_SOFT_CELLS = 64
 
 #: ``label_weight="auto"`` with labels (see the user guide, "Class-aware transport").
 _AUTO_LABEL_WEIGHT = 0.5
@@ -439,13 +445,33 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     def _soft_images(self, As, At, moved, d):
         """Barycentric images of the source rows ``As`` under the entropic coupling of the
         target rows ``At`` with them at ``smoothing`` times the target's spacing, the
-        semi-discrete form of :meth:`_fit_exact`'s (Sinkhorn's scaling of ``transport_``'s
-        heights, from the hard map's; a temperature ``reg`` on the squared distances is
-        ``reg / 2`` on the scores); ``moved`` where a row's soft cell holds no mass."""
+        semi-discrete form of :meth:`_fit_exact`'s: Sinkhorn's scaling from ``transport_``'s
+        hard-map heights (a temperature ``reg`` on the squared distances is ``reg / 2`` on
+        the scores). Where every target row's :data:`_SOFT_CELLS` best cells hold all but
+        ``exp(-50)`` of its kernel (low dimension), on those cells alone; else by passes over
+        every cell. ``moved`` where a row's soft cell holds no mass."""
         transport = self.transport_
         values = np.hstack([At[:, :d], np.ones((At.shape[0], 1))])
         temperature = 0.5 * self.smoothing * _spacing(At)
-        sums, _ = transport._balanced_soft_sums(At, values, temperature)
+        n, m = At.shape[0], transport.target_.shape[0]
+        scores, cells = transport._top_cells(At, min(_SOFT_CELLS, m))
+        R = (scores[:, :1] - scores) / temperature  # >= 0, a zero in every row
+        held = np.bincount(cells.ravel(), minlength=m) > 0
+        if held.all() and (cells.shape[1] == m or R[:, -1].min() >= _KERNEL_CUTOFF):
+            # A zero in every column too (as in entropic_plan): no column of the kernel
+            # underflows, whatever the temperature.
+            column_min = np.full(m, np.inf)
+            np.minimum.at(column_min, cells.ravel(), R.ravel())
+            R -= column_min[cells]
+            width = cells.shape[1]
+            rows = np.arange(0, n * width + 1, width)
+            K = sparse.csr_matrix((np.exp(-R).ravel(), cells.ravel(), rows), shape=(n, m))
+            r, c = sinkhorn_scalings(
+                K, np.full(n, 1.0 / n), transport.target_weight_, KT=K.T.tocsr()
+            )
+            sums = np.asarray(K.multiply(r[:, None]).multiply(c[None, :]).T @ values)
+        else:
+            sums, _ = transport._balanced_soft_sums(At, values, temperature)
         sums = sums[transport._nearest_target(As)]
         mass = sums[:, -1:]
         held = mass[:, 0] > 0
@@ -514,7 +540,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         the margin by which the duals hold the coupling (``0``: none held). ``C``: the cost
         matrix of ``As`` against ``At``."""
         uniform_a = None if np.all(a == a[0]) else a
-        tol = max(5e-3, 1.01 / max(As.shape[0], At.shape[0]))
+        tol = max(_SLACK, 1.01 / max(As.shape[0], At.shape[0]))
         if self.direction == "forward":
             duals, margin = strict_duals(C, rounded(plan), v)
             transport = transport_from_duals(
