@@ -228,6 +228,7 @@ def speed_case(n: int, d: int, seed: int = 0) -> dict:
     import ot
 
     from skot.da import OTNetAdapter
+    from skot.da._defaults import exact_by_default
 
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))
@@ -255,7 +256,11 @@ def speed_case(n: int, d: int, seed: int = 0) -> dict:
         "d": d,
         "pot_s": min(pot_s),
         "skot_s": min(skot_s),
-        "route": "exact coupling" if steps <= 1 else f"Newton, {steps} steps",
+        "route": (
+            ("exact coupling" if steps <= 1 else f"exact coupling, polished by {steps - 1} steps")
+            if exact_by_default(n, n)
+            else f"Newton, {steps} steps"
+        ),
         "cost_ratio": cost / exact,
         "tv": float(transport.marginal_error_),
         "warnings": len(caught),
