@@ -57,16 +57,13 @@ class FittedCellsMixin:
         vals = self._cells(torch.float64).scores_at(self._to_tensor(X).double(), index)
         return vals.double().cpu().numpy() * self.scale_**2
 
-    def _cell_sums(self, X, values, temperature=None) -> np.ndarray:
+    def _cell_sums(self, X, values) -> np.ndarray:
         """Sum over the rows of ``X`` of their ``values`` (shape ``(n, p)``) in each cell:
-        hard cells, or the softmax memberships of the entropic map when ``epsilon > 0``; or,
-        given a ``temperature`` (in the units of :meth:`_top_cells`' scores), the softmax
-        memberships at that temperature."""
+        hard cells, or the softmax memberships of the entropic map when ``epsilon > 0``."""
         V = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device_)
         Xt = self._to_tensor(X).double()
         w = Xt.new_ones(Xt.shape[0])
-        eps = self.epsilon if temperature is None else temperature / self.scale_**2
-        sums = self._cells(torch.float64).cell_sums(Xt, w, V, epsilon=eps).sums
+        sums = self._cells(torch.float64).cell_sums(Xt, w, V, epsilon=self.epsilon).sums
         return sums.cpu().numpy()
 
     def _balanced_soft_sums(self, X, values, temperature, *, max_rounds=20, tol=1e-3):
@@ -75,7 +72,7 @@ class FittedCellsMixin:
         scores) whose soft cell masses match the target weights: from the fitted heights,
         Sinkhorn's scaling ``h_j -= eps log(mass_j / nu_j)`` until the masses are within
         ``tol`` (total variation) or ``max_rounds`` passes. Returns the sums (weights
-        ``1 / n``) and the masses' last total variation."""
+        ``1 / n``)."""
         eps = temperature / self.scale_**2
         Xt = self._to_tensor(X).double()
         V = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device_)
@@ -84,11 +81,10 @@ class FittedCellsMixin:
         h = self._heights_t.double().clone()
         for _ in range(max_rounds):
             cells = PowerCells(Y, h).cell_sums(Xt, w, V, epsilon=eps)
-            error = 0.5 * float((cells.masses - nu).abs().sum())
-            if error <= tol:
+            if 0.5 * float((cells.masses - nu).abs().sum()) <= tol:
                 break
             h -= eps * torch.log(cells.masses.clamp_min(1e-300) / nu)
-        return cells.sums.cpu().numpy(), error
+        return cells.sums.cpu().numpy()
 
     def _closest_to_enter(self, X, cells) -> np.ndarray:
         """For each cell of ``cells``, the row of ``X`` closest to entering it."""

@@ -230,6 +230,8 @@ class _Buffer:
     #: solve.
     warm_steps: int = 0
     n_last: int = 0
+    #: Rows whose candidate cells the last solve kept (the next first pass skips them).
+    n_held: int = 0
 
     @property
     def n_rows(self) -> int:
@@ -269,14 +271,14 @@ class _Buffer:
 
     def predict(self, n: int) -> float:
         """Seconds a solve of ``n`` rows from the last solve's heights should take: one full
-        pass over the rows added since (:meth:`seconds`) and Newton steps. As many steps as
-        the last solve from an earlier one's heights took beyond its growth's
-        (:data:`_WARM_STEPS` before one), and one more for each doubling (rounded) beyond
-        twice the last solve's rows (:func:`_growth_steps`: the new rows' noise moves the
-        solution further). The first solve from scratch takes several times more steps than
-        those that follow: its rate alone would overestimate them."""
+        pass over the rows whose candidates it did not keep (:meth:`seconds`) and Newton
+        steps. As many steps as the last solve from an earlier one's heights took beyond its
+        growth's (:data:`_WARM_STEPS` before one), and one more for each doubling (rounded)
+        beyond twice the last solve's rows (:func:`_growth_steps`: the new rows' noise moves
+        the solution further). The first solve from scratch takes several times more steps
+        than those that follow: its rate alone would overestimate them."""
         steps = (self.warm_steps or _WARM_STEPS) + _growth_steps(n, self.n_last)
-        return self.seconds(n - self.n_last, 1) + steps * self.seconds(n, 2)
+        return self.seconds(n - self.n_held, 1) + steps * self.seconds(n, 2)
 
 
 def _growth_steps(n: int, n_last: int) -> int:
@@ -371,12 +373,12 @@ def _buffer_stream(
     # The first evaluation is the restart's pass; each later one follows a Newton step.
     steps = max(state.step - first - 1, 1)
     buffer.solve_rate = (ended - began) / n
-    # (The rows of the last solve kept their candidates: the first pass was over the others.)
-    pass_rows = n - buffer.n_last
     buffer.timings = [
         *buffer.timings[-1:],
-        (n, passed - began, (ended - passed) / steps, pass_rows),
+        (n, passed - began, (ended - passed) / steps, n - min(buffer.n_held, n)),
     ]
+    # The rows whose candidates this solve kept (none in a distributed fit).
+    buffer.n_held = state.candidates.X.shape[0] if state.candidates is not None else 0
     if warm and not result.stopped:
         buffer.warm_steps = max(steps - _growth_steps(n, buffer.n_last), 1)
     buffer.n_last = n

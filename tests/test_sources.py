@@ -236,7 +236,7 @@ def test_solve_times_are_predicted_from_the_last_two_solves():
     assert buffer.seconds(80_000, 1) == pytest.approx(0.8)
     buffer.timings.append((40_000, 0.2, 0.1))  # noisy: a flat line, not under half the rate
     assert buffer.seconds(80_000, 2) == pytest.approx(0.1)
-    buffer.warm_steps, buffer.n_last = 3, 40_000
+    buffer.warm_steps, buffer.n_last, buffer.n_held = 3, 40_000, 40_000
     assert buffer.predict(80_000) == pytest.approx(0.2 + 3 * 0.1)
     # A first pass is over the rows added since the last solve (the fourth entry), whose
     # rows kept their candidates: 0.05 s fixed + 5e-6 s per new row.
@@ -328,7 +328,7 @@ def test_the_budget_plan_holds_then_sizes_the_last_solve():
     def state(rows, solved, warm_steps=4):
         buffer = _Buffer(np.zeros((rows, 2)), np.ones(rows), n_solved=solved)
         buffer.solve_rate, buffer.timings = 1e-3, [(solved, 2e-4 * solved, 2e-4 * solved)]
-        buffer.warm_steps, buffer.n_last = warm_steps, solved
+        buffer.warm_steps, buffer.n_last, buffer.n_held = warm_steps, solved, solved
         return SimpleNamespace(stream_buffer=buffer)
 
     # 100 s left: doubling to 2,000 rows (1.8 s) leaves time for a solve twice that size.

@@ -456,8 +456,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         n, m = At.shape[0], transport.target_.shape[0]
         scores, cells = transport._top_cells(At, min(_SOFT_CELLS, m))
         R = (scores[:, :1] - scores) / temperature  # >= 0, a zero in every row
-        held = np.bincount(cells.ravel(), minlength=m) > 0
-        if held.all() and (cells.shape[1] == m or R[:, -1].min() >= _KERNEL_CUTOFF):
+        reached = np.bincount(cells.ravel(), minlength=m) > 0  # every point among some best
+        if reached.all() and (cells.shape[1] == m or R[:, -1].min() >= _KERNEL_CUTOFF):
             # A zero in every column too (as in entropic_plan): no column of the kernel
             # underflows, whatever the temperature.
             column_min = np.full(m, np.inf)
@@ -471,7 +471,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             )
             sums = np.asarray(K.multiply(r[:, None]).multiply(c[None, :]).T @ values)
         else:
-            sums, _ = transport._balanced_soft_sums(At, values, temperature)
+            sums = transport._balanced_soft_sums(At, values, temperature)
         sums = sums[transport._nearest_target(As)]
         mass = sums[:, -1:]
         held = mass[:, 0] > 0
