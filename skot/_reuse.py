@@ -226,9 +226,22 @@ def _rows_for(mass: float, w: Tensor) -> int:
     return int(min(w.shape[0], rows))
 
 
+def _by_cell_descending(cell: Tensor, value: Tensor) -> Tensor:
+    """The order of entries grouped by increasing cell, in decreasing value within a cell
+    (nan last): one stable sort of an integer key, the cell and the value's float32 bits made
+    monotone (a radix sort on a CPU, where a float sort is a comparison sort). Values equal in
+    float32 keep their order, which a starting height does not notice."""
+    v = value.float()
+    v = torch.where(torch.isnan(v), -math.inf, v)
+    bits = v.view(torch.int32).long()
+    rising = torch.where(bits < 0, -(bits & 0x7FFFFFFF) - 1, bits)  # increases with v
+    key = cell.long() * 2**32 + (2**31 - 1 - rising)
+    return key.sort(stable=True).indices
+
+
 def _segment_threshold(
     cell: Tensor, value: Tensor, weight: Tensor, need: Tensor, n_cells: int
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per cell, the value at which the weight of its entries above it reaches ``need``.
 
     ``cell``, ``value``, ``weight``: one entry each (a row that is, or could be, in the cell);
@@ -239,15 +252,7 @@ def _segment_threshold(
     none = torch.zeros(n_cells, dtype=torch.bool, device=cell.device)
     if cell.numel() == 0:
         return value.new_zeros(n_cells), none, none
-    # Grouped by cell, in decreasing value within a cell: one sort of a float64 key (the cell,
-    # then the value scaled into [0, 1); values within about m * 1e-16 of their range may swap,
-    # which a starting height does not notice).
-    finite = torch.isfinite(value)
-    low = float(value[finite].min()) if bool(finite.any()) else 0.0
-    span = max(float(value[finite].max()) - low, 1e-30) if bool(finite.any()) else 1.0
-    scaled = ((value.double() - low) / span).clamp(0.0, 1.0 - 2**-40)
-    scaled = torch.where(finite, scaled, (value > 0).double() * (1.0 - 2**-40))
-    order = torch.argsort(cell.double() + (1.0 - 2**-40 - scaled))
+    order = _by_cell_descending(cell, value)
     cell, value, weight = cell[order], value[order], weight[order]
     count = torch.bincount(cell, minlength=n_cells)
     end = torch.cumsum(count, 0)
@@ -344,15 +349,17 @@ def warm_start_heights(
     target mass with the others fixed: the changes (points removed, added, moved, reweighted)
     are spread to their neighbours before the first Newton step. Both read the rows' best
     cells from ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved
-    heights: no pass over the sample of their own.
+    heights; once new points are placed, the sweep reads a certified candidate pass at their
+    heights (:meth:`~._candidates.Candidates.top_k`: a row that a new point takes may not have
+    listed it), which also moves the candidates there.
     """
     vals, idx = candidates.rescored(PowerCells(Y, h), candidates.width)
     width = vals.shape[1]
     moved = insert_points(candidates.X, Y, vals, idx, w, h, nu, new)
     if width < 2:
         return moved
-    # The same candidates at the moved heights, in their new order: a start needs no
-    # certificate (the first Newton step's pass has one).
-    vals = vals + (moved - h)[idx]
-    vals, order = vals.sort(dim=1, descending=True, stable=True)
-    return refit_cells(vals, idx.gather(1, order), w, moved, nu)
+    if moved is not h:
+        # A row that a new point takes now need not list it (its height was far too low when
+        # the candidates were made): the candidates at the moved heights, certified.
+        vals, idx = candidates.top_k(PowerCells(Y, moved), width)
+    return refit_cells(vals, idx, w, moved, nu)
