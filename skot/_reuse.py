@@ -339,19 +339,24 @@ def refit_cells(vals: Tensor, idx: Tensor, w: Tensor, h: Tensor, nu: Tensor) -> 
     return out
 
 
+#: The step of :func:`warm_start_heights`'s second Jacobi sweep.
+SECOND_SWEEP = 2 / 3
+
+
 def warm_start_heights(
     candidates: Candidates, Y: Tensor, w: Tensor, h: Tensor, nu: Tensor, new: Tensor
 ) -> Tensor:
     """The heights a warm start on a changed problem begins its Newton steps from.
 
-    The new points (``new``, a boolean mask) are placed first (:func:`insert_points`); then one
+    The new points (``new``, a boolean mask) are placed first (:func:`insert_points`); then a
     Jacobi sweep (:func:`refit_cells`) gives every cell the height at which it would hold its
-    target mass with the others fixed: the changes (points removed, added, moved, reweighted)
-    are spread to their neighbours before the first Newton step. Both read the rows' best
-    cells from ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved
-    heights; once new points are placed, the sweep reads a certified candidate pass at their
-    heights (:meth:`~._candidates.Candidates.top_k`: a row that a new point takes may not have
-    listed it), which also moves the candidates there.
+    target mass with the others fixed, and a second one moves :data:`SECOND_SWEEP` of the way
+    to its heights: the changes (points removed, added, moved, reweighted) are spread to their
+    neighbours before the first Newton step. All read the rows' best cells from
+    ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved heights;
+    once new points are placed, the sweeps read a certified candidate pass at their heights
+    (:meth:`~._candidates.Candidates.top_k`: a row that a new point takes may not have listed
+    it), which also moves the candidates there.
     """
     vals, idx = candidates.rescored(PowerCells(Y, h), candidates.width)
     width = vals.shape[1]
@@ -362,4 +367,9 @@ def warm_start_heights(
         # A row that a new point takes now need not list it (its height was far too low when
         # the candidates were made): the candidates at the moved heights, certified.
         vals, idx = candidates.top_k(PowerCells(Y, moved), width)
-    return refit_cells(vals, idx, w, moved, nu)
+    swept = refit_cells(vals, idx, w, moved, nu)
+    # A second sweep, damped: the first overshoots where neighbouring cells answer the same
+    # change, and 2/3 of a step is Jacobi's classic weight as a smoother for such systems.
+    vals = vals + (swept - moved)[idx]
+    vals, order = vals.sort(dim=1, descending=True, stable=True)
+    return swept + SECOND_SWEEP * (refit_cells(vals, idx.gather(1, order), w, swept, nu) - swept)

@@ -374,6 +374,35 @@ def test_a_warm_start_reads_the_cells_new_points_take(device):
     assert error(warm) < 0.8 * error(placed)
 
 
+@pytest.mark.parametrize("d", [2, 8])
+def test_the_damped_second_sweep_lowers_the_error_of_the_first(d):
+    """Weights changed by +-20%: one Jacobi sweep overshoots where neighbouring cells answer the
+    same change; the second, damped sweep of the warm start takes the error further down
+    (0.055 -> 0.031 at d = 2, 0.024 -> 0.010 at d = 8)."""
+    from skot._candidates import Candidates
+    from skot._kernels import PowerCells, marginal_error
+    from skot._reuse import refit_cells, warm_start_heights
+
+    rng = np.random.default_rng(d)
+    X, Y = rng.normal(size=(20000, d)), rng.normal(size=(200, d))
+    ot = OTNetTransport(height="vector", random_state=0).fit(X, X_target=Y)
+    Xt, Yt, h = ot._to_tensor(X), ot._target_t, ot._heights_t
+    w = torch.full((20000,), 1 / 20000)
+    nu = torch.as_tensor(1 + 0.2 * rng.choice([-1.0, 1.0], size=200), dtype=torch.float32)
+    nu /= nu.sum()
+
+    def error(heights):
+        _, cell = PowerCells(Yt, heights).assign(Xt)
+        return marginal_error(torch.bincount(cell, weights=w.double(), minlength=200), nu)
+
+    candidates = Candidates(PowerCells(Yt, h), Xt, 16)
+    once = refit_cells(*candidates.rescored(PowerCells(Yt, h), 16), w, h, nu)
+    new = torch.zeros(200, dtype=torch.bool)
+    warm = warm_start_heights(candidates, Yt, w, h, nu, new)
+    assert error(once) < error(h)
+    assert error(warm) < 0.9 * error(once)
+
+
 @pytest.mark.parametrize("change", [0.1, 0.5])
 def test_warm_start_ends_no_worse_than_it_starts_and_beats_a_cold_start(change):
     rng = np.random.default_rng(0)
