@@ -462,8 +462,9 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
         f"{', '.join(str(k) for k in cold_frames)}, their mean). Zero-step TV: the "
         "marginal error of the map with the base model's heights on the new target "
         "(`predict_heights`), before any step; warm first TV: the warm fit's first evaluation, "
-        'after new points are inserted at their target mass. `height="network"` (Adam) is '
-        "not included: its cold fits are far slower than either.\n\n"
+        "after new points are inserted at their target mass and two Jacobi sweeps (the second "
+        'damped to 2/3). `height="network"` (Adam) is not included: its cold fits are far '
+        "slower than either.\n\n"
         f"**Target (issue #14): warm time <= 0.25 of the cold best (goal 0.10).** Met in {met} "
         f"of {len(rows)} rows.\n\n"
         + md_table(header, rows)
