@@ -354,9 +354,8 @@ def warm_start_heights(
     to its heights: the changes (points removed, added, moved, reweighted) are spread to their
     neighbours before the first Newton step. All read the rows' best cells from
     ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved heights;
-    once new points are placed, the sweeps read a certified candidate pass at their heights
-    (:meth:`~._candidates.Candidates.top_k`: a row that a new point takes may not have listed
-    it), which also moves the candidates there.
+    once new points are placed, every row also scores them (a row that a new point takes may
+    not have listed it): the product of the rows with the new points only.
     """
     vals, idx = candidates.rescored(PowerCells(Y, h), candidates.width)
     width = vals.shape[1]
@@ -365,8 +364,13 @@ def warm_start_heights(
         return moved
     if moved is not h:
         # A row that a new point takes now need not list it (its height was far too low when
-        # the candidates were made): the candidates at the moved heights, certified.
-        vals, idx = candidates.top_k(PowerCells(Y, moved), width)
+        # the candidates were made): every row scores the new points at their placed heights
+        # (the others did not move), and each keeps its best of them and of its old cells.
+        fresh = new.nonzero().squeeze(1)
+        fv, fi = PowerCells(Y[fresh], moved[fresh]).top_k(candidates.X, min(width, fresh.numel()))
+        vals = torch.cat([vals.masked_fill(new[idx], -math.inf), fv], 1)
+        vals, pos = vals.topk(width, dim=1)
+        idx = torch.cat([idx, fresh[fi]], 1).gather(1, pos)
     swept = refit_cells(vals, idx, w, moved, nu)
     # A second sweep, damped: the first overshoots where neighbouring cells answer the same
     # change, and 2/3 of a step is Jacobi's classic weight as a smoother for such systems.
