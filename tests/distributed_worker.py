@@ -136,14 +136,18 @@ def scenario_empty_weighted(rank):
 
 
 def scenario_warm(rank):
-    """A warm start onto a changed target: every rank the same, close to one process's."""
+    """A warm start onto a changed target: every rank the same, close to one process's (at
+    a tolerance where maps within it are close: the one-process warm start has corrections
+    that a data-parallel one has not, and at tol=1e-2 it stops at them, 98% the same map)."""
     from skot import OTNetTransport
 
     X, Y, nu, fresh = _data()
     rows = _shards(X.shape[0], rank)
     Y2 = Y.copy()
     Y2[:4] += 0.2
-    params = dict(height="residual", hidden_layer_sizes=(32,), random_state=0, device="cpu")
+    params = dict(
+        height="residual", hidden_layer_sizes=(32,), random_state=0, device="cpu", tol=1e-3
+    )
     dist = OTNetTransport(distributed=True, warm_start=True, **params)
     dist.fit(X[rows], X_target=Y, target_weight=nu).fit(X[rows], X_target=Y2, target_weight=nu)
     out = {"dist": _summary(dist, fresh)}
