@@ -266,6 +266,15 @@ class Candidates:
         _, _, vals, idx = self._rescore(cells, min(k, self.min_valid))
         return vals, idx
 
+    @torch.no_grad()
+    def lower_bounds(self, cells: PowerCells, k: int) -> Tensor:
+        """Each row's ``k`` best candidate scores at the heights of ``cells`` less its rounding
+        allowance: elementwise at most the ``k`` largest scores of a full pass (the ``i``-th
+        largest of a subset is at most the ``i``-th largest of all), with no product.
+        ``k`` is capped at :attr:`min_valid`."""
+        _, _, vals, _ = self._rescore(cells, min(k, self.min_valid))
+        return vals - self._slack(cells)[:, None]
+
     @property
     def min_valid(self) -> int:
         """Candidates that every row holds (after :meth:`retarget` dropped removed points,

@@ -31,6 +31,8 @@ from ._distributed import LOCAL, LocalGroup
 
 __all__ = [
     "Smoothed",
+    "coarse_levels",
+    "lower_energy",
     "newton_direction",
     "newton_step",
     "pass_at",
@@ -50,6 +52,25 @@ SATURATED = 1e-12
 #: Candidates kept per sample between passes (0: every pass is a full pass). Twice ``TOP_K``
 #: leaves a margin for the heights to move before a sample's top ``TOP_K`` can change.
 CANDIDATES = 16
+#: A cold fit first solves on nested random subsamples, each ``COARSE_FACTOR`` times smaller
+#: than the next, down to ``COARSE_ROWS_PER_CELL`` rows per target (fewer make Newton steps
+#: slow, seen at d = 2), each to its sampling noise ``COARSE_NOISE sqrt(m / rows)``: the
+#: heights it hands on save most of the full sample's early steps, whose trial passes move the
+#: heights too far for the candidates to hold.
+COARSE_FACTOR = 4
+COARSE_ROWS_PER_CELL = 25
+COARSE_NOISE = 0.2
+
+
+def coarse_levels(n_samples: int, n_cells: int, tol: float) -> list[tuple[int, float]]:
+    """The subsamples of a cold fit before the whole sample: ``(rows, tolerance)`` from the
+    smallest up, empty when even the largest would hold too few rows per target."""
+    levels = []
+    rows = n_samples // COARSE_FACTOR
+    while rows >= COARSE_ROWS_PER_CELL * n_cells:
+        levels.append((rows, max(tol, COARSE_NOISE * (n_cells / rows) ** 0.5)))
+        rows //= COARSE_FACTOR
+    return levels[::-1]
 
 
 @dataclass
@@ -137,6 +158,27 @@ def _summed(
     out[m] = total
     group.sum(out)
     return out[:m], float(out[m])
+
+
+def lower_energy(
+    candidates: Candidates,
+    w: Tensor,
+    Y: Tensor,
+    h: Tensor,
+    nu: Tensor,
+    eps: float,
+    k: int = TOP_K,
+    *,
+    group: LocalGroup = LOCAL,
+) -> float:
+    """A lower bound on the smoothed energy at heights ``h`` (that of :func:`smoothed` with
+    ``k`` targets per sample) from the candidates' scores alone: no product, and a trial step
+    whose bound already fails the decrease test needs no pass."""
+    low = candidates.lower_bounds(group.cells(Y, h), k)
+    lse = torch.logsumexp(low.double() / eps, dim=1)
+    total = (w.double() @ lse)[None]
+    group.sum(total)
+    return eps * float(total[0]) - float(nu.double() @ h.double())
 
 
 def newton_direction(
@@ -232,8 +274,15 @@ def newton_step(
             damping *= 4
             continue
         k = current.index.shape[1]
-        trial = smoothed(X, w, Y, h + d.to(h.dtype), nu, eps, k, current.candidates, group=group)
-        decrease = trial.energy <= current.energy + 1e-4 * float(g @ d) + noise
+        h_trial = h + d.to(h.dtype)
+        limit = current.energy + 1e-4 * float(g @ d) + noise
+        if current.candidates is not None and (
+            lower_energy(current.candidates, w, Y, h_trial, nu, eps, k, group=group) > limit
+        ):
+            damping *= 4  # the full pass would refuse it too: spare it
+            continue
+        trial = smoothed(X, w, Y, h_trial, nu, eps, k, current.candidates, group=group)
+        decrease = trial.energy <= limit
         if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
             return d, trial, max(damping / 3, 1e-6)
         damping *= 4

@@ -561,8 +561,12 @@ class _Loop:
     def full_batch(self) -> bool:
         return self.problem.is_empirical and self.state.batch_size >= self.problem.n_samples
 
-    def evaluate(self, error: float, exact: bool) -> bool:
-        """Log an evaluation, tell the callback, adapt the schedule; return whether to stop."""
+    def evaluate(self, error: float, exact: bool, final: bool = True) -> bool:
+        """Log an evaluation, tell the callback, adapt the schedule; return whether to stop.
+
+        Only a ``final`` evaluation (of the problem itself, not of a coarse subsample) can
+        converge.
+        """
         state = self.state
         lrs = tuple(g["lr"] for g in state.optimizer.param_groups)
         state.error = error
@@ -581,7 +585,7 @@ class _Loop:
                 time.perf_counter() - self.start,
             )
             stop = bool(self.callback(record))
-        if error <= self.config.tol:
+        if final and error <= self.config.tol:
             state.converged = self.finished = True
         elif stop:
             self.stopped = self.finished = True
@@ -723,7 +727,12 @@ def _adam_steps(loop: _Loop, hand_over: bool) -> None:
 
 def _newton_steps(loop: _Loop) -> None:
     """Damped Newton steps on the free heights over the whole sample, each one evaluation
-    (see :mod:`._newton`), until converged, out of steps or stopped."""
+    (see :mod:`._newton`), until converged, out of steps or stopped.
+
+    A cold fit (no earlier steps, no warm start) first takes them on nested random subsamples
+    (:func:`._newton.coarse_levels`), each to its own tolerance, their evaluations marked not
+    exact; each level starts at its initial temperature.
+    """
     state, problem = loop.state, loop.problem
     X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
     current = None  # the pass at the current heights
@@ -733,6 +742,27 @@ def _newton_steps(loop: _Loop) -> None:
         with torch.no_grad():
             if torch.equal(heights, state.model(Y)):
                 current = first
+    elif state.step == 0 and state.candidates is None:
+        for X_level, w_level, tol in _subsamples(problem, w, state.generator, loop.config.tol):
+            _level_steps(loop, X_level, w_level, tol, None, final=False)
+            if not loop.running:
+                return
+            current = _level_pass(state, X, w, Y, nu, problem.group)
+    current = _level_steps(loop, X, w, loop.config.tol, current, final=True)
+    if current is not None:
+        loop.last = CellSums(current.hard, None, None, current.index[:, 0])
+        keep = loop.config.keep_candidates and not problem.group.distributed
+        state.candidates = current.candidates if keep else None
+
+
+def _level_steps(loop: _Loop, X: Tensor, w: Tensor, tol: float, current, final: bool):
+    """Newton steps on rows ``X`` (weights ``w``) from the pass ``current`` (``None``: a new
+    one) until their marginal error is within ``tol``, out of steps or stopped; return the
+    pass at the last heights. A coarse level (not ``final``) also ends at its first step that
+    does not lower its error: it is only a start (an atomic source, say, has a floor there)."""
+    state, problem = loop.state, loop.problem
+    Y, nu = problem.target, problem.target_weight
+    previous = math.inf
     while loop.running:
         if current is None:
             current = _newton.pass_at(state, X, w, Y, nu, group=problem.group)
@@ -740,13 +770,48 @@ def _newton_steps(loop: _Loop) -> None:
         state.energies.append(current.hard_energy)
         if not math.isfinite(current.hard_energy):
             loop.diverged("energy")
-        if loop.evaluate(marginal_error(current.hard, nu), exact=True):
+        error = marginal_error(current.hard, nu)
+        if loop.evaluate(error, exact=final, final=final) or error <= tol:
             break
-        current = _newton.update(state, X, w, Y, nu, loop.config.tol, current, group=problem.group)
-    if current is not None:
-        loop.last = CellSums(current.hard, None, None, current.index[:, 0])
-        keep = loop.config.keep_candidates and not problem.group.distributed
-        state.candidates = current.candidates if keep else None
+        if not final and error >= previous:
+            break
+        previous = error
+        current = _newton.update(state, X, w, Y, nu, tol, current, group=problem.group)
+    return current
+
+
+def _level_pass(state: SolverState, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, group):
+    """The first pass of a finer level, at the initial temperature of its heights (the median
+    gap between each row's best and second-best score), with the damping reset."""
+    state.temperature, state.damping = None, 1e-2
+    return _newton.pass_at(state, X, w, Y, nu, group=group)
+
+
+def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: float):
+    """The coarse levels of a cold fit: nested random subsets of the rows, their weights
+    scaled to sum to one, with each level's tolerance.
+
+    The subsets are drawn over the union's rows in rank order (the generator advances alike on
+    every rank), each rank keeping its own: a data-parallel fit takes the same levels, and so
+    the same steps, as one process on the concatenated rows.
+    """
+    levels = _newton.coarse_levels(problem.n_samples, problem.target.shape[0], tol)
+    if not levels:
+        return
+    X, group = problem.source, problem.group
+    n_local = X.shape[0]
+    offset = 0
+    if group.splits_rows:
+        counts = group.gather(n_local)
+        offset = sum(counts[: group.rank])
+    order = torch.randperm(problem.n_samples, generator=generator, device=generator.device)
+    rank_of = order.to(X.device) - offset  # this rank's row, or out of range
+    for rows, level_tol in levels:
+        chosen = rank_of[:rows]
+        idx = chosen[(chosen >= 0) & (chosen < n_local)].sort().values
+        w_level = w[idx]
+        total = group.sum_float(float(w_level.double().sum()))
+        yield X[idx], w_level / total, level_tol
 
 
 def _adapt_schedule(

@@ -85,3 +85,37 @@ def test_saturated_samples_leave_the_damped_system_unchanged(monkeypatch):
     monkeypatch.setattr(_newton, "SATURATED", -1.0)  # every sample in the products
     full = _newton.newton_direction(s, w, nu, s.eps, 1e-2, rtol=1e-10, max_iter=500)
     torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-9 * float(full.abs().max()))
+
+
+def test_coarse_levels_grow_fourfold_to_the_sample():
+    levels = _newton.coarse_levels(1_000_000, 1_000, 0.01)
+    rows = [r for r, _ in levels]
+    assert rows == [62_500, 250_000]  # 15,625 would be under 25 rows a target
+    assert all(r >= _newton.COARSE_ROWS_PER_CELL * 1_000 for r in rows)
+    tols = [t for _, t in levels]
+    assert tols == sorted(tols, reverse=True) and all(t >= 0.01 for t in tols)
+    assert tols[-1] == pytest.approx(_newton.COARSE_NOISE * (1_000 / 250_000) ** 0.5)
+    # Too few rows per target for any level, and a tolerance above the sampling noise.
+    assert _newton.coarse_levels(99_999, 1_000, 0.01) == []
+    assert [t for _, t in _newton.coarse_levels(10**6, 10, 0.5)] == [0.5] * 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_candidates_bound_the_trial_energy_from_below(device, dtype):
+    # The bound that refuses a trial step without a pass never exceeds the pass's energy, at
+    # heights moved a little (most rows certified) or far (most not).
+    g = torch.Generator().manual_seed(4)
+    X = torch.randn(2000, 8, generator=g, dtype=dtype).to(device)
+    Y = torch.randn(300, 8, generator=g, dtype=dtype).to(device)
+    w, nu = X.new_full((2000,), 1 / 2000), Y.new_full((300,), 1 / 300)
+    h = -0.5 * (Y * Y).sum(1)
+    state = SimpleNamespace(model=_Heights(h), temperature=None, damping=1e-2, candidates=None)
+    current = _newton.pass_at(state, X, w, Y, nu)
+    for scale in [1e-3, 1e-1, 3.0]:
+        moved = h + scale * torch.randn(300, generator=g, dtype=dtype).to(device)
+        for eps in [current.eps, 1e-3]:
+            exact = _newton.smoothed(X, w, Y, moved, nu, eps).energy
+            bound = _newton.lower_energy(current.candidates, w, Y, moved, nu, eps)
+            assert bound <= exact
+            if scale == 1e-3:
+                assert bound == pytest.approx(exact, rel=1e-4)

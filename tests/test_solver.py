@@ -1,8 +1,11 @@
 """The torch core on its own: masses and gradients, the solver's result, state round trips."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from skot import _solver
 from skot._kernels import PowerCells, marginal_error
@@ -306,3 +309,49 @@ def test_network_output_cache_follows_every_change_of_its_inputs():
         zero = torch.func.functional_call(net, swapped, (Y,))
         torch.testing.assert_close(zero, torch.zeros(30))
         torch.testing.assert_close(net(Y), fresh())
+
+
+def _recorded_fit(X, Y, sample_weight=None, **params):
+    from skot import OTNetTransport
+
+    records = []
+    est = OTNetTransport(
+        height="vector",
+        solver="newton",
+        random_state=0,
+        callbacks=[lambda est, record: records.append(record)],
+        **params,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, X_target=Y, sample_weight=sample_weight)
+    return est, records
+
+
+def test_cold_newton_fit_starts_on_subsamples():
+    # 20,000 rows for 50 targets: levels of 1,250 and 5,000 rows, then the whole sample.
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20_000, 3)), rng.normal(size=(50, 3))
+    est, records = _recorded_fit(X, Y, tol=0.01)
+    exact = [r.exact for r in records]
+    assert not exact[0] and exact[-1] and exact == sorted(exact)
+    assert [r.step for r in records] == list(range(1, len(records) + 1))
+    assert est.converged_ and records[-1].error == est.marginal_error_ <= 0.01
+    # The whole sample starts from the subsamples' heights, far below a cold start's error.
+    assert next(r.error for r in records if r.exact) < 0.25 * records[0].error
+    shares = np.bincount(est.predict_index(X), minlength=50) / 20_000
+    assert 0.5 * np.abs(shares - 1 / 50).sum() == pytest.approx(est.marginal_error_, abs=1e-6)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_a_fit_stopped_on_a_subsample_reports_the_whole_sample(weighted):
+    # Out of steps before the whole sample: the reported error is still that of the map on
+    # every training row (one pass), never the subsample's.
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(20_000, 3)), rng.normal(size=(50, 3))
+    w = rng.uniform(0.5, 1.5, size=20_000) if weighted else np.ones(20_000)
+    est, records = _recorded_fit(X, Y, w if weighted else None, tol=1e-3, max_iter=2)
+    assert len(records) == 2 and not any(r.exact for r in records)
+    assert not est.converged_
+    shares = np.bincount(est.predict_index(X), weights=w, minlength=50) / w.sum()
+    assert 0.5 * np.abs(shares - 1 / 50).sum() == pytest.approx(est.marginal_error_, abs=1e-6)
