@@ -54,9 +54,9 @@ def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_ite
         counts["scores"] += X.shape[0] * self.n_cells
         return out
 
-    def cand(self, cells, k):
+    def cand(self, cells, k, screen=None):
         start, before = time.perf_counter(), spent["full"]
-        out = cand_top_k(self, cells, k)
+        out = cand_top_k(self, cells, k, screen)
         inner = spent["full"] - before
         spent["candidates"] += time.perf_counter() - start - inner
         return out
@@ -64,8 +64,9 @@ def case_fit(n: int, m: int, d: int, candidates: int, tol: float = 0.01, max_ite
     smoothed = _newton.smoothed
 
     def counted(*args, **kwargs):
-        counts["passes"] += 1
-        return smoothed(*args, **kwargs)
+        out = smoothed(*args, **kwargs)
+        counts["passes"] += out is not None  # a trial refused by its candidates is no pass
+        return out
 
     _kernels.PowerCells.top_k, _candidates.Candidates.top_k = full, cand
     _newton.smoothed = counted

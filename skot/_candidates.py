@@ -266,15 +266,6 @@ class Candidates:
         _, _, vals, idx = self._rescore(cells, min(k, self.min_valid))
         return vals, idx
 
-    @torch.no_grad()
-    def lower_bounds(self, cells: PowerCells, k: int) -> Tensor:
-        """Each row's ``k`` best candidate scores at the heights of ``cells`` less its rounding
-        allowance: elementwise at most the ``k`` largest scores of a full pass (the ``i``-th
-        largest of a subset is at most the ``i``-th largest of all), with no product.
-        ``k`` is capped at :attr:`min_valid`."""
-        _, _, vals, _ = self._rescore(cells, min(k, self.min_valid))
-        return vals - self._slack(cells)[:, None]
-
     @property
     def min_valid(self) -> int:
         """Candidates that every row holds (after :meth:`retarget` dropped removed points,
@@ -282,13 +273,21 @@ class Candidates:
         return self._min_valid
 
     @torch.no_grad()
-    def top_k(self, cells: PowerCells, k: int) -> tuple[Tensor, Tensor]:
+    def top_k(self, cells: PowerCells, k: int, screen=None) -> tuple[Tensor, Tensor] | None:
         """:meth:`PowerCells.top_k` of the rows at the heights of ``cells`` (same targets):
         the ``k`` largest scores in decreasing order (ties among candidates: the lower cell
-        first) and their cells (``k`` is capped at :attr:`min_valid`)."""
+        first) and their cells (``k`` is capped at :attr:`min_valid`).
+
+        ``screen``, if given, is first called with each row's ``k`` best rescored candidates
+        less its rounding allowance, elementwise at most the ``k`` largest scores of a full
+        pass (the ``i``-th largest of a subset is at most the ``i``-th largest of all); when
+        it returns true, ``None`` is returned with no product and the candidates unchanged.
+        """
         k = min(k, self.min_valid)
         n, m = self.X.shape[0], cells.n_cells
         delta, scores, vals, idx = self._rescore(cells, k)
+        if screen is not None and screen(vals - self._slack(cells)[:, None]):
+            return None
         ref = self.reference
         self.n_full = self.n_scores = 0
         if self.width >= m:

@@ -32,7 +32,7 @@ from ._distributed import LOCAL, LocalGroup
 __all__ = [
     "Smoothed",
     "coarse_levels",
-    "lower_energy",
+    "energy_bound",
     "newton_direction",
     "newton_step",
     "pass_at",
@@ -104,13 +104,16 @@ def smoothed(
     k: int = TOP_K,
     candidates: Candidates | None = None,
     *,
+    refuse_above: float | None = None,
     group: LocalGroup = LOCAL,
-) -> Smoothed:
+) -> Smoothed | None:
     """Smoothed and hard energies and marginals of heights ``h`` (one pass over ``X``).
 
     ``eps=None`` takes the initial temperature: the median gap between each sample's best and
     second-best score. With ``candidates`` (built on ``X``, kept at least ``k`` wide), the pass
-    rescores them instead and is carried on in the result.
+    rescores them instead and is carried on in the result; then with ``refuse_above``, it
+    returns ``None`` with no product when the rescored candidates alone already put the
+    smoothed energy above it (:func:`energy_bound`).
     """
     cells = group.cells(Y, h)
     if candidates is not None and (
@@ -120,7 +123,16 @@ def smoothed(
     if candidates is None:
         vals, idx = cells.top_k(X, k)
     else:
-        vals, idx = candidates.top_k(cells, k)
+        screen = None
+        if refuse_above is not None and eps is not None:
+
+            def screen(low):
+                return energy_bound(low, w, h, nu, eps, group=group) > refuse_above
+
+        found = candidates.top_k(cells, k, screen)
+        if found is None:
+            return None
+        vals, idx = found
     if eps is None:
         gap = group.median(vals[:, 0] - vals[:, 1]) if vals.shape[1] > 1 else 1.0
         eps = max(gap, MIN_TEMPERATURE)
@@ -160,21 +172,12 @@ def _summed(
     return out[:m], float(out[m])
 
 
-def lower_energy(
-    candidates: Candidates,
-    w: Tensor,
-    Y: Tensor,
-    h: Tensor,
-    nu: Tensor,
-    eps: float,
-    k: int = TOP_K,
-    *,
-    group: LocalGroup = LOCAL,
+def energy_bound(
+    low: Tensor, w: Tensor, h: Tensor, nu: Tensor, eps: float, *, group: LocalGroup = LOCAL
 ) -> float:
-    """A lower bound on the smoothed energy at heights ``h`` (that of :func:`smoothed` with
-    ``k`` targets per sample) from the candidates' scores alone: no product, and a trial step
-    whose bound already fails the decrease test needs no pass."""
-    low = candidates.lower_bounds(group.cells(Y, h), k)
+    """The smoothed energy at heights ``h`` computed from scores ``low`` (``(n, k)``), each
+    row's at most its ``k`` best: a lower bound on that of :func:`smoothed` (``logsumexp``
+    grows with every score)."""
     lse = torch.logsumexp(low.double() / eps, dim=1)
     total = (w.double() @ lse)[None]
     group.sum(total)
@@ -274,16 +277,14 @@ def newton_step(
             damping *= 4
             continue
         k = current.index.shape[1]
-        h_trial = h + d.to(h.dtype)
         limit = current.energy + 1e-4 * float(g @ d) + noise
-        if current.candidates is not None and (
-            lower_energy(current.candidates, w, Y, h_trial, nu, eps, k, group=group) > limit
-        ):
-            damping *= 4  # the full pass would refuse it too: spare it
+        h_trial = h + d.to(h.dtype)
+        cache = current.candidates
+        trial = smoothed(X, w, Y, h_trial, nu, eps, k, cache, refuse_above=limit, group=group)
+        if trial is None:  # the candidates alone fail the decrease: no pass needed
+            damping *= 4
             continue
-        trial = smoothed(X, w, Y, h_trial, nu, eps, k, current.candidates, group=group)
-        decrease = trial.energy <= limit
-        if decrease and float((trial.soft - nu.double()).abs().sum()) < error:
+        if trial.energy <= limit and float((trial.soft - nu.double()).abs().sum()) < error:
             return d, trial, max(damping / 3, 1e-6)
         damping *= 4
     return None, current, damping

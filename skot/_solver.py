@@ -734,7 +734,7 @@ def _newton_steps(loop: _Loop) -> None:
     exact; each level starts at its initial temperature.
     """
     state, problem = loop.state, loop.problem
-    X, w, Y, nu = problem.source, _source_weights(problem), problem.target, problem.target_weight
+    X, w, Y = problem.source, _source_weights(problem), problem.target
     current = None  # the pass at the current heights
     if state.first_pass is not None:
         heights, first = state.first_pass
@@ -747,7 +747,9 @@ def _newton_steps(loop: _Loop) -> None:
             _level_steps(loop, X_level, w_level, tol, None, final=False)
             if not loop.running:
                 return
-            current = _level_pass(state, X, w, Y, nu, problem.group)
+            # The next level starts afresh: the initial temperature of its heights (the
+            # median gap between each row's best and second-best score), the first damping.
+            state.temperature, state.damping = None, 1e-2
     current = _level_steps(loop, X, w, loop.config.tol, current, final=True)
     if current is not None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
@@ -778,13 +780,6 @@ def _level_steps(loop: _Loop, X: Tensor, w: Tensor, tol: float, current, final: 
         previous = error
         current = _newton.update(state, X, w, Y, nu, tol, current, group=problem.group)
     return current
-
-
-def _level_pass(state: SolverState, X: Tensor, w: Tensor, Y: Tensor, nu: Tensor, group):
-    """The first pass of a finer level, at the initial temperature of its heights (the median
-    gap between each row's best and second-best score), with the damping reset."""
-    state.temperature, state.damping = None, 1e-2
-    return _newton.pass_at(state, X, w, Y, nu, group=group)
 
 
 def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: float):

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from skot import _newton
+from skot._kernels import PowerCells
 
 
 class _Heights:
@@ -115,7 +116,19 @@ def test_candidates_bound_the_trial_energy_from_below(device, dtype):
         moved = h + scale * torch.randn(300, generator=g, dtype=dtype).to(device)
         for eps in [current.eps, 1e-3]:
             exact = _newton.smoothed(X, w, Y, moved, nu, eps).energy
-            bound = _newton.lower_energy(current.candidates, w, Y, moved, nu, eps)
+            low = []
+
+            def keep(scores, low=low):
+                low.append(scores)
+                return True  # refuse: nothing scored, the candidates unchanged
+
+            assert current.candidates.top_k(PowerCells(Y, moved), 8, keep) is None
+            bound = _newton.energy_bound(low[0], w, moved, nu, eps)
             assert bound <= exact
             if scale == 1e-3:
                 assert bound == pytest.approx(exact, rel=1e-4)
+            # So a pass asked to refuse above its own energy never does.
+            trial = _newton.smoothed(
+                X, w, Y, moved, nu, eps, 8, current.candidates, refuse_above=exact
+            )
+            assert trial is not None and trial.energy == pytest.approx(exact, rel=1e-6)
