@@ -201,12 +201,15 @@ class Candidates:
             floor += (self.X.double() @ t).to(floor.dtype)
         h_max = float(h.abs().max()) + float(heights.abs().max())
         floor += self._unit * (self._x_norm * self._y_norm + h_max)  # the bound is computed
-        zero = PowerCells(Y, torch.zeros_like(h), block_elements=cells.block_elements)
-        scores = zero.scores_at(self.X, index)
-        flat = heights.reshape(-1)
-        for r0 in range(0, n, _SORT_ROWS):
-            rows = slice(r0, r0 + _SORT_ROWS)
-            scores[rows] += flat[(self.reference[rows] * m)[:, None] + index[rows]]
+        if bool(dy.any()):
+            zero = PowerCells(Y, torch.zeros_like(h), block_elements=cells.block_elements)
+            scores = zero.scores_at(self.X, index)
+            flat = heights.reshape(-1)
+            for r0 in range(0, n, _SORT_ROWS):
+                rows = slice(r0, r0 + _SORT_ROWS)
+                scores[rows] += flat[(self.reference[rows] * m)[:, None] + index[rows]]
+        else:  # no point moved: a continued candidate keeps its score (same point, heights)
+            scores = self.scores
         scores[~valid] = -torch.inf
         self.index = self.scores = None
         if fresh.numel():

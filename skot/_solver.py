@@ -389,25 +389,30 @@ def restart_schedule(
         if newton:
             # Each row's best cells (kept from the last fit on these rows, else a full pass);
             # the warm-start corrections and the first Newton step read them.
-            candidates = Candidates.kept_or_new(
-                state.candidates, problem.group.cells(Y, h), X, _newton.CANDIDATES
-            )
-            first = _newton.smoothed(
-                X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group
-            )
-            error = marginal_error(first.hard, nu)
+            cells = problem.group.cells(Y, h)
+            candidates = Candidates.kept_or_new(state.candidates, cells, X, _newton.CANDIDATES)
+            first = None
             if new_points is not None and not problem.group.splits_rows:
                 # The corrections read every row's candidates: all rows on this rank only (a
                 # data-parallel warm start starts from the carried-over heights). A heuristic
-                # start: kept only where it lowers the error (one more candidate pass).
+                # start, kept where its (certified) pass has a lower error than the carried
+                # heights have by their candidates' best cells (no pass); otherwise the
+                # carried heights get their pass.
+                _, best = candidates.rescored(cells, 1)
+                masses = torch.bincount(best[:, 0], weights=w.double(), minlength=Y.shape[0])
+                carried = marginal_error(masses, nu)
                 warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
                 corrected = _newton.smoothed(
                     X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
                 )
-                if marginal_error(corrected.hard, nu) < error:
+                if marginal_error(corrected.hard, nu) < carried:
                     model.residual += (warm - h).to(model.residual.dtype)
-                    h = model(Y)
-                    first, error = corrected, marginal_error(corrected.hard, nu)
+                    h, first = model(Y), corrected
+            if first is None:
+                first = _newton.smoothed(
+                    X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group
+                )
+            error = marginal_error(first.hard, nu)
         else:
             masses = problem.sums(
                 _cells(problem, h, config), X, problem.source_weight, epsilon=config.epsilon
