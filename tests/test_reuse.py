@@ -502,6 +502,26 @@ def test_warm_start_corrections_never_make_the_start_worse():
     assert ot.marginal_error_curve_[n_before][1] <= carried + 1e-3
 
 
+def test_refused_corrections_leave_the_carried_heights_and_their_exact_error(monkeypatch):
+    """Corrections worse than the carried heights (here a large random shake) are refused:
+    the warm fit's first evaluation is the exact marginal error of the carried heights."""
+    import skot._solver as solver
+
+    def shaken(candidates, Y, w, h, nu, new):
+        g = torch.Generator(device=h.device).manual_seed(0)
+        return h + 5.0 * torch.randn(h.shape, generator=g, dtype=h.dtype, device=h.device)
+
+    monkeypatch.setattr(solver, "warm_start_heights", shaken)
+    rng, X, Y = _data(seed=3, n=4000, m=40)
+    ids = np.arange(40)
+    Y2, new_ids = np.vstack([Y[4:], rng.uniform(-2, 2, size=(4, 2))]), np.r_[ids[4:], 40 + ids[:4]]
+    ot = OTNetTransport(random_state=0, warm_start=True).fit(X, X_target=Y, target_ids=ids)
+    carried = _tv_of_heights(X, Y2, ot.predict_heights(Y2, target_ids=new_ids))
+    n_before = len(ot.marginal_error_curve_)
+    ot.fit(X, X_target=Y2, target_ids=new_ids)
+    assert ot.marginal_error_curve_[n_before][1] == pytest.approx(carried, abs=1e-6)  # float32
+
+
 @pytest.mark.parametrize("shape", [(300, 40), (40, 300), (300, 40, 10)])
 def test_gcv_from_the_gram_matrix_equals_the_svd_scores(shape):
     # _gcv takes the squared singular values from the Gram matrix of the smaller side; the
