@@ -28,6 +28,8 @@ from benchmarks.report import DEFAULT_RESULTS, write_benchmarks_md
 __all__ = ["case", "run"]
 
 HEIGHTS = ("vector", "network", "residual")
+#: Steps per round of warm-started fits for the heights fitted by Newton steps.
+NEWTON_ROUND = 40
 
 
 def case(
@@ -136,7 +138,10 @@ def run(quick: bool, budget: float = 600.0) -> str:
     rows = []
     for n, m, d in sizes:
         for height in HEIGHTS:
-            rows.append(_measure(n, m, d, height, budget, isolated=not quick))
+            # Newton rounds long enough for a cold fit's subsample levels and its last steps
+            # (each round is a warm restart).
+            steps = NEWTON_ROUND if height != "network" else 10
+            rows.append(_measure(n, m, d, height, budget, isolated=not quick, round_steps=steps))
     n_exact, m_exact, d_exact = (5_000, 20, 8) if quick else (200_000, 100, 8)
     exact_rows = []
     for height in HEIGHTS:
@@ -156,7 +161,10 @@ def run(quick: bool, budget: float = 600.0) -> str:
         "default `OTNetTransport` parameters except `height` and `tol=1e-2` (the default "
         '`height="residual"`: Newton steps on the free residuals, then the network distilled '
         'from them; `"network"`: 256 x 256 MLP with random Fourier features, Adam steps), CPU, '
-        "each case in a fresh process. TV measured over the whole training sample.\n\n"
+        "each case in a fresh process, fitted in warm-started rounds (of "
+        f"{NEWTON_ROUND} steps for vector and residual heights, 10 for the network) until the "
+        "error is under 1% or the budget is spent. TV measured over the whole training sample."
+        "\n\n"
     )
     text += md_table(HEADER, rows)
     text += (
