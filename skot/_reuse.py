@@ -15,7 +15,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._candidates import Candidates
 from ._kernels import PowerCells, default_block_elements
 from ._potentials import _MLP, HeightModel
 
@@ -344,7 +343,7 @@ SECOND_SWEEP = 2 / 3
 
 
 def warm_start_heights(
-    candidates: Candidates, Y: Tensor, w: Tensor, h: Tensor, nu: Tensor, new: Tensor
+    X: Tensor, Y: Tensor, vals: Tensor, idx: Tensor, w: Tensor, h: Tensor, nu: Tensor, new: Tensor
 ) -> Tensor:
     """The heights a warm start on a changed problem begins its Newton steps from.
 
@@ -352,14 +351,14 @@ def warm_start_heights(
     Jacobi sweep (:func:`refit_cells`) gives every cell the height at which it would hold its
     target mass with the others fixed, and a second one moves :data:`SECOND_SWEEP` of the way
     to its heights: the changes (points removed, added, moved, reweighted) are spread to their
-    neighbours before the first Newton step. All read the rows' best cells from
-    ``candidates`` (built at ``h`` on the problem's sample), rescored at the moved heights;
-    once new points are placed, every row also scores them (a row that a new point takes may
-    not have listed it): the product of the rows with the new points only.
+    neighbours before the first Newton step. All read the rows' best cells at ``h``
+    (``vals``, ``idx``: in decreasing order, e.g. :meth:`~._candidates.Candidates.rescored`
+    over the rows ``X``), rescored at the moved heights; once new points are placed, every row
+    also scores them (a row that a new point takes may not have listed it): the product of the
+    rows with the new points only.
     """
-    vals, idx = candidates.rescored(PowerCells(Y, h), candidates.width)
     width = vals.shape[1]
-    moved = insert_points(candidates.X, Y, vals, idx, w, h, nu, new)
+    moved = insert_points(X, Y, vals, idx, w, h, nu, new)
     if width < 2:
         return moved
     if moved is not h:
@@ -367,7 +366,7 @@ def warm_start_heights(
         # the candidates were made): every row scores the new points at their placed heights
         # (the others did not move), and each keeps its best of them and of its old cells.
         fresh = new.nonzero().squeeze(1)
-        fv, fi = PowerCells(Y[fresh], moved[fresh]).top_k(candidates.X, min(width, fresh.numel()))
+        fv, fi = PowerCells(Y[fresh], moved[fresh]).top_k(X, min(width, fresh.numel()))
         vals = torch.cat([vals.masked_fill(new[idx], -math.inf), fv], 1)
         vals, pos = vals.topk(width, dim=1)
         idx = torch.cat([idx, fresh[fi]], 1).gather(1, pos)

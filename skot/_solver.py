@@ -398,10 +398,10 @@ def restart_schedule(
                 # start, kept where its (certified) pass has a lower error than the carried
                 # heights have by their candidates' best cells (no pass); otherwise the
                 # carried heights get their pass.
-                _, best = candidates.rescored(cells, 1)
-                masses = torch.bincount(best[:, 0], weights=w.double(), minlength=Y.shape[0])
+                vals, idx = candidates.rescored(cells, candidates.width)
+                masses = torch.bincount(idx[:, 0], weights=w.double(), minlength=Y.shape[0])
                 carried = marginal_error(masses, nu)
-                warm = warm_start_heights(candidates, Y, w, h, nu, new_points)
+                warm = warm_start_heights(X, Y, vals, idx, w, h, nu, new_points)
                 corrected = _newton.smoothed(
                     X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
                 )

@@ -368,7 +368,7 @@ def test_a_warm_start_reads_the_cells_new_points_take(device):
 
     candidates = Candidates(PowerCells(Yt, h), Xt, 16)
     placed = insert_points(Xt, Yt, *candidates.rescored(PowerCells(Yt, h), 16), w, h, nu, new)
-    warm = warm_start_heights(candidates, Yt, w, h, nu, new)
+    warm = warm_start_heights(Xt, Yt, *candidates.rescored(PowerCells(Yt, h), 16), w, h, nu, new)
     assert error(placed) < error(h)
     assert error(warm) < 0.8 * error(placed)
 
@@ -396,7 +396,7 @@ def test_the_damped_second_sweep_lowers_the_error_of_the_first(d):
     candidates = Candidates(PowerCells(Yt, h), Xt, 16)
     once = refit_cells(*candidates.rescored(PowerCells(Yt, h), 16), w, h, nu)
     new = torch.zeros(200, dtype=torch.bool)
-    warm = warm_start_heights(candidates, Yt, w, h, nu, new)
+    warm = warm_start_heights(Xt, Yt, *candidates.rescored(PowerCells(Yt, h), 16), w, h, nu, new)
     assert error(once) < error(h)
     assert error(warm) < 0.9 * error(once)
 
@@ -507,7 +507,7 @@ def test_refused_corrections_leave_the_carried_heights_and_their_exact_error(mon
     the warm fit's first evaluation is the exact marginal error of the carried heights."""
     import skot._solver as solver
 
-    def shaken(candidates, Y, w, h, nu, new):
+    def shaken(X, Y, vals, idx, w, h, nu, new):
         g = torch.Generator(device=h.device).manual_seed(0)
         return h + 5.0 * torch.randn(h.shape, generator=g, dtype=h.dtype, device=h.device)
 
