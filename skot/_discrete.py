@@ -352,7 +352,7 @@ def entropic_plan(
     else:
         K = np.exp(-R / reg)
         KT = K.T
-    r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)
+    r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)  # dense: feasible
     if sparse.issparse(K):
         return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
     return (r[:, None] * K) * c[None, :]
@@ -362,13 +362,20 @@ def sinkhorn_scalings(K, a, b, *, max_iter: int = 1000, tol: float = 1e-4, KT=No
     """Scalings ``r``, ``c`` of the kernel ``K`` (dense or sparse, no empty row or column)
     such that ``diag(r) K diag(c)`` has column sums ``b`` and row sums within ``tol`` (total
     variation) of ``a``: Sinkhorn's iterations, at most ``max_iter``. ``KT``: ``K``'s
-    transpose, if already built (a CSR copy is faster to multiply than a view)."""
+    transpose, if already built (a CSR copy is faster to multiply than a view).
+
+    A sparse ``K`` whose support admits no coupling with these sums (rows that together reach
+    too little of some columns' mass) drives the scalings to zero and infinity: then ``None``
+    is returned, with no warning."""
     KT = K.T if KT is None else KT
     r = np.ones_like(a)
-    for _ in range(max_iter):
-        c = b / (KT @ r)
-        Kc = K @ c
-        if 0.5 * np.abs(r * Kc - a).sum() <= tol:
-            break
-        r = a / Kc
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for _ in range(max_iter):
+            c = b / (KT @ r)
+            Kc = K @ c
+            if 0.5 * np.abs(r * Kc - a).sum() <= tol:
+                break
+            r = a / Kc
+    if not (np.isfinite(r).all() and np.isfinite(c).all()):
+        return None
     return r, c

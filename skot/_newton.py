@@ -41,6 +41,10 @@ __all__ = [
     "update",
 ]
 
+#: The Levenberg-Marquardt damping of a first step, and of the first step at a new
+#: temperature (the damping grown by refused steps at the old one would keep the new steps
+#: too short for float32 heights to move).
+INITIAL_DAMPING = 1e-2
 #: Smallest temperature (standardised units): float32 scores resolve about 1e-7 of their size.
 MIN_TEMPERATURE = 1e-6
 #: Targets kept per sample; beyond the 8th best a sample's soft weight is negligible once
@@ -341,12 +345,14 @@ def update(
     sharpen = 0.5 * float((current.soft - nu.double()).abs().sum()) <= 0.5 * tol
     if sharpen and state.temperature > MIN_TEMPERATURE:
         state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
+        state.damping = min(state.damping, INITIAL_DAMPING)
         current = resmoothed(current, w, state.temperature, group=group)
     d, nxt, state.damping = newton_step(
         X, w, Y, nu, h, current, state.temperature, state.damping, group=group
     )
     if d is None:
         state.temperature = max(state.temperature / 4, MIN_TEMPERATURE)
+        state.damping = min(state.damping, INITIAL_DAMPING)
         return resmoothed(current, w, state.temperature, group=group)
     model.residual += d.to(model.residual.dtype)
     model.residual -= (nu * model.residual).sum()  # a constant shift: the pass stays valid

@@ -28,11 +28,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from . import _newton
+from . import _multiscale, _newton
 from ._candidates import Candidates
 from ._distributed import LOCAL, LocalGroup
 from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
-from ._potentials import HeightModel
+from ._potentials import HeightModel, VectorHeights
 from ._reuse import distill, warm_start_heights
 
 __all__ = [
@@ -195,7 +195,7 @@ class SolverState:
     eval_weight: Tensor | None = None
     schedule: list[ScheduleEntry] = field(default_factory=list)
     temperature: float | None = None
-    damping: float = 1e-2
+    damping: float = _newton.INITIAL_DAMPING
     restarted: bool = False
     # The stream (partial_fit): samples seen, the running average of the parameters (what the
     # map uses), and the running cell counts and sums of every row seen.
@@ -432,7 +432,7 @@ def restart_schedule(
     state.n_stall = 0
     state.eval_source = None
     state.eval_weight = None
-    state.damping = 1e-2
+    state.damping = _newton.INITIAL_DAMPING
     state.restarted = True
     state.temperature = temperature
     if newton:
@@ -566,17 +566,22 @@ class _Loop:
     def full_batch(self) -> bool:
         return self.problem.is_empirical and self.state.batch_size >= self.problem.n_samples
 
-    def evaluate(self, error: float, exact: bool, final: bool = True) -> bool:
+    def evaluate(
+        self, error: float, exact: bool, final: bool = True, temperature: float | None = None
+    ) -> bool:
         """Log an evaluation, tell the callback, adapt the schedule; return whether to stop.
 
         Only a ``final`` evaluation (of the problem itself, not of a coarse subsample) can
-        converge.
+        converge. ``temperature``: that of a coarse target level, whose evaluations are not
+        schedule points (a restart on the problem itself cannot resume at it).
         """
         state = self.state
         lrs = tuple(g["lr"] for g in state.optimizer.param_groups)
         state.error = error
         state.errors.append((state.step, error))
-        state.schedule.append(ScheduleEntry(error, state.batch_size, lrs, state.temperature))
+        if temperature is None:
+            temperature = state.temperature
+            state.schedule.append(ScheduleEntry(error, state.batch_size, lrs, temperature))
         stop = False
         if self.callback is not None:
             record = StepRecord(
@@ -585,7 +590,7 @@ class _Loop:
                 state.energies[-1],
                 state.batch_size,
                 max(lrs),
-                state.temperature,
+                temperature,
                 exact,
                 time.perf_counter() - self.start,
             )
@@ -748,13 +753,18 @@ def _newton_steps(loop: _Loop) -> None:
             if torch.equal(heights, state.model(Y)):
                 current = first
     elif state.step == 0 and state.candidates is None:
-        for X_level, w_level, tol in _subsamples(problem, w, state.generator, loop.config.tol):
-            _level_steps(loop, X_level, w_level, tol, None, final=False)
-            if not loop.running:
-                return
-            # The next level starts afresh: the initial temperature of its heights (the
-            # median gap between each row's best and second-best score), the first damping.
-            state.temperature, state.damping = None, 1e-2
+        tol = loop.config.tol
+        if _newton.coarse_levels(problem.n_samples, Y.shape[0], tol):
+            for X_level, w_level, level_tol in _subsamples(problem, w, state.generator, tol):
+                _level_steps(loop, X_level, w_level, level_tol, None, final=False)
+                if not loop.running:
+                    return
+                # The next level starts afresh: the initial temperature of its heights (the
+                # median gap between each row's best and second-best score), the first
+                # damping.
+                state.temperature, state.damping = None, _newton.INITIAL_DAMPING
+        elif not _coarse_target_steps(loop, X, w):
+            return
     current = _level_steps(loop, X, w, loop.config.tol, current, final=True)
     if current is not None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
@@ -762,29 +772,104 @@ def _newton_steps(loop: _Loop) -> None:
         state.candidates = current.candidates if keep else None
 
 
-def _level_steps(loop: _Loop, X: Tensor, w: Tensor, tol: float, current, final: bool):
+def _level_steps(
+    loop: _Loop,
+    X: Tensor,
+    w: Tensor,
+    tol: float,
+    current,
+    final: bool,
+    target: _CoarseTarget | None = None,
+):
     """Newton steps on rows ``X`` (weights ``w``) from the pass ``current`` (``None``: a new
     one) until their marginal error is within ``tol``, out of steps or stopped; return the
     pass at the last heights. A coarse level (not ``final``) also ends at its first step that
-    does not lower its error: it is only a start (an atomic source, say, has a floor there)."""
+    does not lower its error (a coarse target level: after ``COARSE_TARGET_PATIENCE`` steps
+    without a new lowest error): it is only a start (an atomic source, say, has a floor
+    there). With ``target`` (a coarse target level) the steps move its heights instead of the
+    model's."""
     state, problem = loop.state, loop.problem
-    Y, nu = problem.target, problem.target_weight
-    previous = math.inf
+    on = state if target is None else target
+    Y, nu = (problem.target, problem.target_weight) if target is None else target.points
+    patience = 1 if target is None else _multiscale.COARSE_TARGET_PATIENCE
+    best, since_best = math.inf, 0
     while loop.running:
         if current is None:
-            current = _newton.pass_at(state, X, w, Y, nu, group=problem.group)
+            current = _newton.pass_at(on, X, w, Y, nu, group=problem.group)
         state.step += 1
         state.energies.append(current.hard_energy)
         if not math.isfinite(current.hard_energy):
             loop.diverged("energy")
         error = marginal_error(current.hard, nu)
-        if loop.evaluate(error, exact=final, final=final) or error <= tol:
+        level_temperature = None if target is None else target.temperature
+        if loop.evaluate(error, exact=final, final=final, temperature=level_temperature):
             break
-        if not final and error >= previous:
+        if error <= tol:
             break
-        previous = error
-        current = _newton.update(state, X, w, Y, nu, tol, current, group=problem.group)
+        best, since_best = (error, 0) if error < best else (best, since_best + 1)
+        if not final and since_best >= patience:
+            break
+        current = _newton.update(on, X, w, Y, nu, tol, current, group=problem.group)
     return current
+
+
+@dataclass
+class _CoarseTarget:
+    """What the Newton steps of a coarse target level read and move: its points and weights,
+    its free heights (a vector model with the fit's offset) and their temperature and
+    damping."""
+
+    points: tuple[Tensor, Tensor]
+    model: HeightModel
+    temperature: float | None = None
+    damping: float = _newton.INITIAL_DAMPING
+    candidates: Candidates | None = None
+
+
+def _coarse_target_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
+    """The coarse target levels of a cold fit with few rows per target
+    (:mod:`._multiscale`), coarsest first, each solved to its tolerance and refined into the
+    next; the model's heights are set from the finest one. Returns whether to go on (not out
+    of steps or stopped)."""
+    state, problem = loop.state, loop.problem
+    Y, nu = problem.target, problem.target_weight
+    levels = _multiscale.target_levels(Y, nu, problem.n_samples, state.generator)
+    if not levels:
+        return True
+    tol = max(loop.config.tol, _multiscale.COARSE_TARGET_TOL)
+    model = state.model
+    finer = [(Y, nu)] + [(level.points, level.weights) for level in levels[:-1]]
+    h = None
+    for level, (Y_fine, nu_fine) in zip(levels[::-1], finer[::-1], strict=True):
+        coarse = VectorHeights(Y.shape[1], level.points.shape[0]).to(Y.device)
+        coarse.load_state_dict({**coarse.state_dict(), **_offset_of(model)})
+        target = _CoarseTarget((level.points, level.weights), coarse)
+        if h is not None:
+            with torch.no_grad():
+                coarse.residual += h - coarse(level.points)
+        current = _level_steps(loop, X, w, tol, None, final=False, target=target)
+        if not loop.running:
+            return False
+        with torch.no_grad():
+            h = _multiscale.refine_heights(
+                X,
+                w,
+                level,
+                coarse(level.points),
+                current.index[:, 0],
+                Y_fine,
+                nu_fine,
+                group=problem.group,
+            )
+    with torch.no_grad():
+        model.residual += (h - model(Y)).to(model.residual.dtype)
+    _center_residual(model, nu)
+    state.temperature, state.damping = None, _newton.INITIAL_DAMPING
+    return True
+
+
+def _offset_of(model: HeightModel) -> dict[str, Tensor]:
+    return {"offset_center": model.offset_center, "offset_precision": model.offset_precision}
 
 
 def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: float):

@@ -127,6 +127,43 @@ def scenario_targets(rank):
     return out
 
 
+def _fit_both(rank, X, Y, nu, fresh, names):
+    """Each of the ``CASES`` named: a fit on this rank's rows of ``X`` (uneven shards), and
+    on rank 0 a fit on all of them."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from skot import OTNetTransport
+
+    rows = _shards(X.shape[0], rank)
+    out = {}
+    for name in names:
+        common = dict(CASES[name], random_state=0, device="cpu", tol=5e-3, max_iter=500)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            dist = OTNetTransport(distributed=True, **common)
+            out[name] = {"dist": _summary(dist.fit(X[rows], X_target=Y, target_weight=nu), fresh)}
+            if rank == 0:
+                single = OTNetTransport(**common).fit(X, X_target=Y, target_weight=nu)
+                out[name]["single"] = _summary(single, fresh)
+    return out
+
+
+def scenario_coarse_targets(rank):
+    """Few rows per target: cold Newton fits start on coarse target levels (from 80 points
+    on here; the default needs more than 2,000)."""
+    from skot import _multiscale
+
+    _multiscale.MIN_COARSE_TARGETS = 20
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(2000, 2))
+    Y = rng.uniform(-2, 2, size=(400, 2))
+    nu = np.ones(400)  # 5 rows each: an error of 0 is reachable
+    fresh = rng.normal(size=(20000, 2))
+    return _fit_both(rank, X, Y, nu, fresh, ("vector_newton", "residual_auto"))
+
+
 def scenario_empty_weighted(rank):
     """Rank 1 holds no rows; then uneven shards with sample weights."""
     return {

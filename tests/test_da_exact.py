@@ -429,3 +429,20 @@ def test_a_power_diagram_that_misses_the_coupling_is_a_warning():
     with pytest.warns(ConvergenceWarning, match="power diagram recovered"):
         adapter = OTNetAdapter().fit(Xs, X_target=Xt)
     assert not adapter.transport_.converged_
+
+
+def test_sinkhorn_on_a_support_without_coupling_says_so_without_warning():
+    from scipy import sparse
+
+    from skot._discrete import sinkhorn_scalings
+
+    # The second column is reached by the first row alone, whose 1/3 cannot make its 0.8.
+    K = sparse.csr_matrix(np.array([[1.0, 1.0], [1.0, 0.0], [1.0, 0.0]]))
+    a, b = np.full(3, 1 / 3), np.array([0.2, 0.8])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sinkhorn_scalings(K, a, b) is None
+        r, c = sinkhorn_scalings(K, a, np.array([0.8, 0.2]))
+    plan = K.multiply(r[:, None]).multiply(c[None, :]).toarray()
+    np.testing.assert_allclose(plan.sum(0), [0.8, 0.2], atol=1e-6)
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-4)

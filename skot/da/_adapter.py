@@ -448,8 +448,8 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         semi-discrete form of :meth:`_fit_exact`'s: Sinkhorn's scaling from ``transport_``'s
         hard-map heights (a temperature ``reg`` on the squared distances is ``reg / 2`` on
         the scores). Where every target row's :data:`_SOFT_CELLS` best cells hold all but
-        ``exp(-50)`` of its kernel (low dimension), on those cells alone; else by passes over
-        every cell. ``moved`` where a row's soft cell holds no mass."""
+        ``exp(-50)`` of its kernel (low dimension) and they admit a coupling, on those cells
+        alone; else by passes over every cell. ``moved`` where a row's soft cell holds no mass."""
         transport = self.transport_
         values = np.hstack([At[:, :d], np.ones((At.shape[0], 1))])
         temperature = 0.5 * self.smoothing * _spacing(At)
@@ -457,6 +457,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         scores, cells = transport._top_cells(At, min(_SOFT_CELLS, m))
         R = (scores[:, :1] - scores) / temperature  # >= 0, a zero in every row
         reached = np.bincount(cells.ravel(), minlength=m) > 0  # every point among some best
+        scalings = None
         if reached.all() and (cells.shape[1] == m or R[:, -1].min() >= _KERNEL_CUTOFF):
             # A zero in every column too (as in entropic_plan): no column of the kernel
             # underflows, whatever the temperature.
@@ -466,11 +467,13 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             width = cells.shape[1]
             rows = np.arange(0, n * width + 1, width)
             K = sparse.csr_matrix((np.exp(-R).ravel(), cells.ravel(), rows), shape=(n, m))
-            r, c = sinkhorn_scalings(
+            scalings = sinkhorn_scalings(
                 K, np.full(n, 1.0 / n), transport.target_weight_, KT=K.T.tocsr()
             )
+        if scalings is not None:
+            r, c = scalings
             sums = np.asarray(K.multiply(r[:, None]).multiply(c[None, :]).T @ values)
-        else:
+        else:  # every cell (also where those best cells admit no coupling)
             sums = transport._balanced_soft_sums(At, values, temperature)
         sums = sums[transport._nearest_target(As)]
         mass = sums[:, -1:]
