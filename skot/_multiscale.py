@@ -1,15 +1,16 @@
 """Coarse target levels for cold Newton fits with few source rows per target (pure torch).
 
 With few rows per target (fewer than the smallest row subsample a cold fit starts from, see
-:func:`._newton.coarse_levels`), Newton steps on the whole problem from the initial heights
-spend most of their steps moving the heights' smooth modes, a few cells at a time. Here the
-targets are clustered instead (:func:`target_levels`: by :data:`COARSE_TARGET_FACTOR` at each
-level, each cluster a point at its members' barycentre with their total weight), the coarsest
-problem is solved first, and each level's heights start the next finer one
-(:func:`refine_heights`): every point takes its cluster's height moved to first order (the
-height function's gradient at a target is minus its cell's barycentre), then the points of a
-cluster share their cluster's rows by their weights (a few scaling iterations on those rows
-alone). Every sum over rows goes through ``group`` (:mod:`._distributed`).
+:func:`._newton.coarse_levels`) in low dimension, Newton steps on the whole problem from the
+initial heights spend most of their steps moving the heights' smooth modes, a few cells at a
+time. Here the targets are clustered instead (:func:`target_levels`: by
+:data:`COARSE_TARGET_FACTOR` at each level, each cluster a point at its members' barycentre
+with their total weight), the coarsest problem is solved first, and each level's heights
+start the next finer one (:func:`refine_heights`): every point takes its cluster's height
+moved to first order (the height function's gradient at a target is minus its cell's
+barycentre), then the points of a cluster share their cluster's rows by their weights (a few
+scaling iterations on those rows alone). Every sum over rows goes through ``group``
+(:mod:`._distributed`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ MIN_COARSE_TARGETS = 500
 #: adapter's n = m maps) they were measured no faster, their transfer leaving cells that
 #: the rows cannot fill.
 MIN_ROWS_PER_TARGET = 4
+#: Largest dimension for coarse target levels: at n = 10^5, m = 10^4 they made the cold fit
+#: about twice as fast at d = 2 but no faster at d = 4 and slower at d = 8 (where Newton
+#: steps from the Gaussian start already take 10-15).
+MAX_DIMENSION = 2
 #: Each coarse level is solved to this marginal error (or the fit's ``tol`` if larger): the
 #: transfer to the next level costs more accuracy than this.
 COARSE_TARGET_TOL = 0.05
@@ -86,10 +91,11 @@ def target_levels(
 ) -> list[TargetLevel]:
     """The coarse levels of the targets ``Y`` (weights ``nu``) for ``n_rows`` source rows,
     finest first; empty when ``Y`` has at most ``COARSE_TARGET_FACTOR * MIN_COARSE_TARGETS``
-    points or fewer than ``MIN_ROWS_PER_TARGET`` rows each. The same ``generator`` state
-    gives the same levels (on every rank of a distributed fit)."""
+    points, fewer than ``MIN_ROWS_PER_TARGET`` rows each or more than ``MAX_DIMENSION``
+    features. The same ``generator`` state gives the same levels (on every rank of a
+    distributed fit)."""
     levels: list[TargetLevel] = []
-    if n_rows < MIN_ROWS_PER_TARGET * Y.shape[0]:
+    if n_rows < MIN_ROWS_PER_TARGET * Y.shape[0] or Y.shape[1] > MAX_DIMENSION:
         return levels
     points, weights = Y, nu
     while points.shape[0] > COARSE_TARGET_FACTOR * MIN_COARSE_TARGETS:

@@ -50,13 +50,15 @@ def test_levels_partition_the_points_into_weighted_barycentres():
         assert torch.equal(a.parent, b.parent) and torch.equal(a.points, b.points)
 
 
-def test_no_levels_for_few_targets():
+def test_no_levels_for_few_targets_few_rows_or_high_dimension():
     Y, nu = _targets(_multiscale.COARSE_TARGET_FACTOR * _multiscale.MIN_COARSE_TARGETS)
     g = torch.Generator().manual_seed(0)
     assert _multiscale.target_levels(Y, nu, 10**5, g) == []
     Y, nu = _targets(9000)
     assert _multiscale.target_levels(Y, nu, 4 * 9000 - 1, g) == []  # too few rows each
     assert _multiscale.target_levels(Y, nu, 4 * 9000, g)
+    Y, nu = _targets(9000, d=3)
+    assert _multiscale.target_levels(Y, nu, 10**5, g) == []  # only in low dimension
 
 
 def _within_cluster_error(X, w, level, cell, Y, nu, h):
