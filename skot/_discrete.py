@@ -352,7 +352,8 @@ def entropic_plan(
     else:
         K = np.exp(-R / reg)
         KT = K.T
-    r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)  # dense: feasible
+    # Never None: the kernel keeps the exact coupling's support (its reduced cost is 0).
+    r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)
     if sparse.issparse(K):
         return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
     return (r[:, None] * K) * c[None, :]

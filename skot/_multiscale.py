@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ._distributed import LOCAL, LocalGroup
-from ._kernels import PowerCells
+from ._kernels import CellSums, PowerCells
 
 __all__ = ["TargetLevel", "refine_heights", "target_levels"]
 
@@ -59,18 +59,15 @@ class TargetLevel(NamedTuple):
     parent: Tensor
 
 
-def _nearest(C: Tensor, Y: Tensor) -> Tensor:
-    """Index of the nearest point of ``C`` for every row of ``Y`` (a Voronoi diagram)."""
-    return PowerCells(C, -0.5 * (C * C).sum(dim=1)).assign(Y)[1]
+def _barycentres(sums: CellSums) -> Tensor:
+    """Each cell's barycentre (float64) from its mass and sums (an empty cell: 0)."""
+    return sums.sums / sums.masses.clamp_min(1e-300)[:, None]
 
 
-def _barycentres(label: Tensor, Y: Tensor, w: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Total weight and weighted barycentre (float64) of each of ``k`` labels."""
-    w64 = w.double()
-    mass = torch.zeros(k, dtype=torch.float64, device=Y.device).index_add_(0, label, w64)
-    sums = torch.zeros(k, Y.shape[1], dtype=torch.float64, device=Y.device)
-    sums.index_add_(0, label, w64[:, None] * Y.double())
-    return mass, sums / mass.clamp_min(1e-300)[:, None]
+def _voronoi_sums(C: Tensor, Y: Tensor, w: Tensor) -> CellSums:
+    """Masses, sums and cell of the rows ``Y`` (weights ``w``) in the Voronoi cells of
+    ``C``."""
+    return PowerCells(C, -0.5 * (C * C).sum(dim=1)).cell_sums(Y, w, values=Y)
 
 
 def _cluster(Y: Tensor, nu: Tensor, k: int, generator: torch.Generator) -> TargetLevel:
@@ -79,11 +76,11 @@ def _cluster(Y: Tensor, nu: Tensor, k: int, generator: torch.Generator) -> Targe
     pick = torch.randperm(Y.shape[0], generator=generator, device=generator.device)[:k]
     C = Y[pick.to(Y.device)].clone()
     for _ in range(LLOYD_ITERATIONS):
-        mass, centre = _barycentres(_nearest(C, Y), Y, nu, k)
-        C = torch.where(mass[:, None] > 0, centre.to(Y.dtype), C)
-    used, parent = torch.unique(_nearest(C, Y), return_inverse=True)
-    mass, centre = _barycentres(parent, Y, nu, used.numel())
-    return TargetLevel(centre.to(Y.dtype), mass.to(nu.dtype), parent)
+        sums = _voronoi_sums(C, Y, nu)
+        C = torch.where(sums.masses[:, None] > 0, _barycentres(sums).to(Y.dtype), C)
+    used, parent = torch.unique(_voronoi_sums(C, Y, nu).index, return_inverse=True)
+    sums = PowerCells(C[used], nu.new_zeros(used.numel())).cell_sums(Y, nu, values=Y, index=parent)
+    return TargetLevel(_barycentres(sums).to(Y.dtype), sums.masses.to(nu.dtype), parent)
 
 
 def target_levels(
@@ -128,15 +125,13 @@ def refine_heights(
     """
     parent, Yc = coarse.parent, coarse.points
     k, m = Yc.shape[0], Y.shape[0]
-    w64 = w.double()
-    mass = group.sum(torch.zeros(k, dtype=torch.float64, device=X.device).index_add_(0, cell, w64))
-    moment = torch.zeros(k, X.shape[1], dtype=torch.float64, device=X.device)
-    group.sum(moment.index_add_(0, cell, w64[:, None] * X.double()))
-    barycentre = (moment / mass.clamp_min(1e-300)[:, None]).to(Y.dtype)
-    h = h_coarse[parent] - ((Y - Yc[parent]) * barycentre[parent]).sum(dim=1)
+    sums = group.sum_cells(PowerCells(Yc, h_coarse).cell_sums(X, w, values=X, index=cell))
+    h = h_coarse[parent] - ((Y - Yc[parent]) * _barycentres(sums).to(Y.dtype)[parent]).sum(1)
+    count = torch.bincount(parent, minlength=k)
+    if int(count.max()) < 2:
+        return h
     # Each row's candidates: the points of its coarse cell, padded with -1.
     order = parent.argsort(stable=True)
-    count = torch.bincount(parent, minlength=k)
     slot = torch.arange(m, device=Y.device) - (torch.cumsum(count, 0) - count)[parent[order]]
     members = torch.full((k, int(count.max())), -1, dtype=torch.long, device=Y.device)
     members[parent[order], slot] = order
@@ -144,18 +139,16 @@ def refine_heights(
     valid = index >= 0
     index = index.clamp_min(0)
     scores = PowerCells(Y, h).scores_at(X, index).double().masked_fill(~valid, -math.inf)
-    if index.shape[1] < 2:
-        return h
     top = scores.topk(2, dim=1).values
     gaps = (top[:, 0] - top[:, 1])[valid.sum(dim=1) > 1]
     eps = group.median(gaps)
     if not eps > 0:
         return h
     nu64 = nu.double()
-    share = nu64 * (mass / coarse.weights.double())[parent]  # each point's part of its rows
+    share = nu64 * (sums.masses / coarse.weights.double())[parent]  # each point's part of its rows
     log_share = torch.log(share.clamp_min(1e-300))
     delta = torch.zeros(m, dtype=torch.float64, device=Y.device)
-    flat, row_weight = index[valid], w64[:, None].expand_as(index)[valid]
+    flat, row_weight = index[valid], w.double()[:, None].expand_as(index)[valid]
     for _ in range(BALANCE_ITERATIONS):
         p = torch.softmax((scores + delta[index]) / eps, dim=1)[valid]
         soft = torch.zeros(m, dtype=torch.float64, device=Y.device)

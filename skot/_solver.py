@@ -33,7 +33,7 @@ from ._candidates import Candidates
 from ._distributed import LOCAL, LocalGroup
 from ._kernels import CellSums, PowerCells, marginal_error, noise_floor
 from ._potentials import HeightModel, VectorHeights
-from ._reuse import distill, warm_start_heights
+from ._reuse import distill, residual_for, warm_start_heights
 
 __all__ = [
     "DivergenceError",
@@ -790,7 +790,7 @@ def _level_steps(
     model's."""
     state, problem = loop.state, loop.problem
     on = state if target is None else target
-    Y, nu = (problem.target, problem.target_weight) if target is None else target.points
+    Y, nu = (problem.target, problem.target_weight) if target is None else (target.Y, target.nu)
     patience = 1 if target is None else _multiscale.COARSE_TARGET_PATIENCE
     best, since_best = math.inf, 0
     while loop.running:
@@ -815,11 +815,12 @@ def _level_steps(
 
 @dataclass
 class _CoarseTarget:
-    """What the Newton steps of a coarse target level read and move: its points and weights,
-    its free heights (a vector model with the fit's offset) and their temperature and
-    damping."""
+    """What the Newton steps of a coarse target level read and move: its points ``Y`` and
+    weights ``nu``, its free heights (a vector model with the fit's offset) and their
+    temperature and damping."""
 
-    points: tuple[Tensor, Tensor]
+    Y: Tensor
+    nu: Tensor
     model: HeightModel
     temperature: float | None = None
     damping: float = _newton.INITIAL_DAMPING
@@ -842,11 +843,12 @@ def _coarse_target_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
     h = None
     for level, (Y_fine, nu_fine) in zip(levels[::-1], finer[::-1], strict=True):
         coarse = VectorHeights(Y.shape[1], level.points.shape[0]).to(Y.device)
-        coarse.load_state_dict({**coarse.state_dict(), **_offset_of(model)})
-        target = _CoarseTarget((level.points, level.weights), coarse)
-        if h is not None:
-            with torch.no_grad():
-                coarse.residual += h - coarse(level.points)
+        with torch.no_grad():
+            coarse.offset_center.copy_(model.offset_center)
+            coarse.offset_precision.copy_(model.offset_precision)
+            if h is not None:
+                coarse.residual.copy_(residual_for(coarse, level.points, h))
+        target = _CoarseTarget(level.points, level.weights, coarse)
         current = _level_steps(loop, X, w, tol, None, final=False, target=target)
         if not loop.running:
             return False
@@ -862,14 +864,10 @@ def _coarse_target_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
                 group=problem.group,
             )
     with torch.no_grad():
-        model.residual += (h - model(Y)).to(model.residual.dtype)
+        model.residual.copy_(residual_for(model, Y, h).to(model.residual.dtype))
     _center_residual(model, nu)
     state.temperature, state.damping = None, _newton.INITIAL_DAMPING
     return True
-
-
-def _offset_of(model: HeightModel) -> dict[str, Tensor]:
-    return {"offset_center": model.offset_center, "offset_precision": model.offset_precision}
 
 
 def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: float):
