@@ -380,6 +380,9 @@ class Candidates:
             sub = PowerCells(cells.Y[cols], cells.h[cols], block_elements=cells.block_elements)
             kk = min(self.width, top)
             self.n_scores += sub_rows.shape[0] * top
+            # Most rows that fail the certificate keep their candidates: no scored cell beats
+            # their lowest one. Those rows move to the current heights with no merge or sort.
+            sub_rows = self._keep_unbeaten(sub_rows, sub, order, top, scores, up, slack)
             for r0 in range(0, sub_rows.shape[0], _SORT_ROWS):  # bounded temporaries
                 part = sub_rows[r0 : r0 + _SORT_ROWS]
                 pv, pi = sub.top_k(self.X[part], kk)
@@ -392,6 +395,29 @@ class Candidates:
                 self._rebase(part, *both, unranked, up, top, slack)
         self.reference[rows] = slot
         self.heights[slot] = cells.h
+
+    def _keep_unbeaten(self, rows, sub, order, top, scores, up, slack) -> Tensor:
+        """Of ``rows``, scored against ``sub`` (the first ``top`` cells of ``order``), rebase
+        those whose candidates all beat every scored cell outside them: their candidates stay,
+        at their ``scores`` at the current heights, their bound becomes the best such cell (or
+        the row's bound plus ``up[top]``, the largest increase among the cells not scored).
+        Their top ``k`` is that of their candidates, as :meth:`_rescore` gave it. Returns the
+        other rows."""
+        rank = torch.full((order.shape[0],), top, dtype=torch.long, device=order.device)
+        rank[order[:top]] = torch.arange(top, device=order.device)
+        step = max(1, sub.block_elements // (top + 1))
+        rest = []
+        for r0 in range(0, rows.shape[0], step):
+            part = rows[r0 : r0 + step]
+            outside = sub.best_outside(self.X[part], rank[self.index[part].long()])
+            kept = outside < scores[part].min(dim=1).values
+            rest.append(part[~kept])
+            part, outside = part[kept], outside[kept]
+            if top < up.shape[0]:
+                outside = torch.maximum(outside, self.floor[part] + up[top])
+            self.floor[part] = outside + slack[part]
+            self.scores[part] = scores[part]
+        return torch.cat(rest)
 
     def _rebase(self, rows, scores, index, unranked, up, top, slack) -> None:
         """New candidates of ``rows`` at the current heights from the cells scored for them

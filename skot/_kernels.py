@@ -424,6 +424,24 @@ class PowerCells:
         return out
 
     @torch.no_grad()
+    def best_outside(self, X: Tensor, excluded: Tensor) -> Tensor:
+        """The largest score of every row of ``X`` over the cells not in its row of
+        ``excluded`` (shape ``(n, k)``; entries equal to ``n_cells`` exclude nothing), ``-inf``
+        where no cell is left."""
+        n, m = X.shape[0], self.n_cells
+        out = X.new_empty(n)
+        rows = max(1, self.block_elements // (m + 1))
+        buf = self.Y.new_empty(rows * (m + 1))
+        for r0 in range(0, n, rows):
+            xb = X[r0 : r0 + rows]
+            dense = buf[: xb.shape[0] * (m + 1)].view(xb.shape[0], m + 1)
+            dense[:, m].fill_(-math.inf)
+            torch.addmm(self.h, xb, self.Y.T, out=dense[:, :m])
+            dense.scatter_(1, excluded[r0 : r0 + rows], -math.inf)
+            out[r0 : r0 + rows] = dense.max(dim=1).values
+        return out
+
+    @torch.no_grad()
     def closest_to_enter(self, X: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
         """For each cell of ``cells``, the row of ``X`` closest to entering it: the largest
         ``<x, y_j> + h_j - max_k (<x, y_k> + h_k)`` (``0`` for a row inside the cell).

@@ -93,6 +93,34 @@ def test_candidate_passes_match_random_problems(device, dtype, monkeypatch):
     assert candidates.n_scores < X.shape[0] * 600 // 2
 
 
+def test_rows_that_fail_the_bound_but_keep_their_cells_stay_exact(device, monkeypatch):
+    """A few far cells rise by more than most rows' margins: those rows fail the certificate,
+    are scored against the risen cells, and keep their candidates (rebased at the new heights,
+    no merge); the passes that follow still equal full passes."""
+    kept = []
+    keep = Candidates._keep_unbeaten
+
+    def counted(self, rows, *args):
+        rest = keep(self, rows, *args)
+        kept.append(rows.numel() - rest.numel())
+        return rest
+
+    monkeypatch.setattr(Candidates, "_keep_unbeaten", counted)
+    X, Y, h, g = _tied_problem(device, 503, 700, 3, seed=11)
+    candidates = Candidates(PowerCells(Y, h), X, 12)
+    far = (Y.norm(dim=1) == Y.norm(dim=1).max()).nonzero().squeeze(1)[:3]
+    for move in (2.0, 1.0, -1.0, 0.5):
+        h = h.clone()
+        h[far] += move
+        h[torch.randperm(700, generator=g)[:20].to(device)] += 0.5
+        cells = PowerCells(Y, h)
+        vals, idx = candidates.top_k(cells, 5)
+        ref_vals, ref_idx = _brute_top_k(torch.addmm(h, X, Y.T), 5)
+        assert torch.equal(vals, ref_vals)
+        assert torch.equal(vals, cells.top_k(X, 5)[0])
+    assert sum(kept) > X.shape[0]  # the path was taken, for many rows
+
+
 def _changes(Y, g):
     """Changed targets ``(Y_new, previous)``: removed, replaced, permuted, moved (integer
     moves: scores stay exact), duplicated, and all at once."""

@@ -161,6 +161,23 @@ def test_closest_to_enter_is_the_largest_gap(device, block_elements):
     assert torch.equal(rows, ref.argmax(dim=0))
 
 
+@pytest.mark.parametrize("block_elements", BLOCKS)
+def test_best_outside_skips_each_rows_cells(device, block_elements):
+    X, Y, h, dense = _diagram(device, 40, n=97)
+    g = torch.Generator().manual_seed(3)
+    excluded = torch.randint(0, 41, (97, 6), generator=g).to(device)  # 40: excludes nothing
+    excluded[0] = torch.arange(6)  # repeated exclusions of the same cells below
+    excluded[1] = 40
+    excluded[2, :3] = excluded[2, 3:]
+    best = _kernels.PowerCells(Y, h, block_elements=block_elements).best_outside(X, excluded)
+    ref = torch.cat([dense, dense.new_full((97, 1), -math.inf)], 1)
+    ref = ref.scatter(1, excluded, -math.inf).max(dim=1).values
+    torch.testing.assert_close(best, ref)
+    torch.testing.assert_close(best[1], dense[1].max())
+    everything = torch.arange(40, device=device).expand(97, 40)
+    assert torch.isneginf(PowerCells(Y, h).best_outside(X, everything)).all()
+
+
 def test_block_elements_is_one_setting():
     assert _kernels.default_block_elements("cpu") == _kernels.BLOCK_ELEMENTS["cpu"]
     assert _kernels.default_block_elements(torch.device("cuda")) == _kernels.BLOCK_ELEMENTS["cuda"]
