@@ -397,8 +397,9 @@ def restart_schedule(
                 # data-parallel warm start starts from the carried-over heights). A heuristic
                 # start, kept where its (certified) pass has a lower error than the carried
                 # heights have by their candidates' best cells (no pass); otherwise the
-                # carried heights get their pass.
-                vals, idx = candidates.rescored(cells, candidates.width)
+                # carried heights get their pass. They read each row's TOP_K best cells, as
+                # a Newton pass does: more only cost sorts and merges.
+                vals, idx = candidates.rescored(cells, _newton.TOP_K)
                 masses = torch.bincount(idx[:, 0], weights=w.double(), minlength=Y.shape[0])
                 carried = marginal_error(masses, nu)
                 warm = warm_start_heights(X, Y, vals, idx, w, h, nu, new_points)
