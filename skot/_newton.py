@@ -56,6 +56,9 @@ SATURATED = 1e-12
 #: Candidates kept per sample between passes (0: every pass is a full pass). Twice ``TOP_K``
 #: leaves a margin for the heights to move before a sample's top ``TOP_K`` can change.
 CANDIDATES = 16
+#: Rows per chunk of the per-sample temporaries (softmax masses, Hessian products): a few MB
+#: whatever the sample's size, instead of several ``(n, TOP_K)`` float64 arrays at once.
+ROW_CHUNK = 2**15
 #: A cold fit first solves on nested random subsamples, each ``COARSE_FACTOR`` times smaller
 #: than the next, down to ``COARSE_ROWS_PER_CELL`` rows per target (fewer make Newton steps
 #: slow, seen at d = 2), each to its sampling noise ``COARSE_NOISE sqrt(m / rows)``: the
@@ -152,16 +155,29 @@ def smoothed(
 
 def resmoothed(s: Smoothed, w: Tensor, eps: float, *, group: LocalGroup = LOCAL) -> Smoothed:
     """The same pass at temperature ``eps`` (no new scores)."""
-    z = s.scores.double() / eps
+    z = s.scores.to(torch.float64, copy=True).div_(eps)  # in place below: a copy
     lse = torch.logsumexp(z, dim=1)
-    prob = torch.exp(z - lse[:, None])
+    prob = z.sub_(lse[:, None]).exp_()
     w64 = w.double()
-    flat = (w64[:, None] * prob).reshape(-1)
-    soft, potential = _summed(group, s.hard.shape[0], s.index.reshape(-1), flat, w64 @ lse)
-    energy = eps * potential - s.nu_h
+    soft = torch.zeros(s.hard.shape[0] + 1, dtype=torch.float64, device=prob.device)
+    _add_cell_sums(soft[:-1], s.index, prob, w64)
+    soft[-1] = w64 @ lse
+    group.sum(soft)
+    energy = eps * float(soft[-1]) - s.nu_h
     return Smoothed(
-        eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h, s.candidates
-    )
+        eps, energy, s.hard_energy, soft[:-1], s.hard, prob, s.index, s.scores, s.nu_h,
+        s.candidates,
+    )  # fmt: skip
+
+
+def _add_cell_sums(out: Tensor, index: Tensor, values: Tensor, row_weight: Tensor) -> Tensor:
+    """``out_j += sum_ik row_weight_i values_ik [index_ik = j]``, in row chunks."""
+    for r0 in range(0, index.shape[0], ROW_CHUNK):
+        rows = slice(r0, r0 + ROW_CHUNK)
+        out.index_add_(
+            0, index[rows].reshape(-1), (row_weight[rows, None] * values[rows]).reshape(-1)
+        )
+    return out
 
 
 def _summed(
@@ -182,8 +198,10 @@ def energy_bound(
     """The smoothed energy at heights ``h`` computed from scores ``low`` (``(n, k)``), each
     row's at most its ``k`` best: a lower bound on that of :func:`smoothed` (``logsumexp``
     grows with every score)."""
-    lse = torch.logsumexp(low.double() / eps, dim=1)
-    total = (w.double() @ lse)[None]
+    total = torch.zeros(1, dtype=torch.float64, device=low.device)
+    for r0 in range(0, low.shape[0], ROW_CHUNK):
+        rows = slice(r0, r0 + ROW_CHUNK)
+        total += w[rows].double() @ torch.logsumexp(low[rows].double() / eps, dim=1)
     group.sum(total)
     return eps * float(total[0]) - float(nu.double() @ h.double())
 
@@ -205,9 +223,10 @@ def newton_direction(
     new point's empty cell) get a bounded step instead of one that floods them.
     """
     m = nu.shape[0]
-    wp = w.double()[:, None] * s.prob / eps
-    diag = torch.zeros(m, dtype=torch.float64, device=w.device)
-    diag.index_add_(0, s.index.reshape(-1), wp.reshape(-1))
+    w_eps = w.double() / eps
+    diag = _add_cell_sums(
+        torch.zeros(m, dtype=torch.float64, device=w.device), s.index, s.prob, w_eps
+    )
     group.sum(diag)
     # A sample all but certain of its cell adds nothing to the Hessian's products (its p_i is
     # a unit vector to within SATURATED): only the others enter them, which at the low
@@ -215,15 +234,16 @@ def newton_direction(
     # damping's scale and the preconditioner) keeps every sample: without the saturated ones
     # the cells they fill would get almost no damping, and the steps stall (seen at n = m).
     active = (s.prob[:, 0] < 1 - SATURATED).nonzero().squeeze(1)
-    prob, index, wp = s.prob[active], s.index[active], wp[active]
-    flat = index.reshape(-1)
+    prob, index, w_eps = s.prob[active], s.index[active], w_eps[active]
     shift = damping * diag.clamp_min(float(diag.mean()))
 
     def hessian_times(v: Tensor) -> Tensor:
-        vv = v[index]
-        centred = vv - (prob * vv).sum(1, keepdim=True)
         out = torch.zeros(m, dtype=torch.float64, device=w.device)
-        out.index_add_(0, flat, (wp * centred).reshape(-1))
+        for r0 in range(0, index.shape[0], ROW_CHUNK):
+            p, cells = prob[r0 : r0 + ROW_CHUNK], index[r0 : r0 + ROW_CHUNK]
+            vv = v[cells]
+            centred = vv - (p * vv).sum(1, keepdim=True)
+            _add_cell_sums(out, cells, p * centred, w_eps[r0 : r0 + ROW_CHUNK])
         return group.sum(out) + shift * v
 
     b = nu.double() - s.soft

@@ -88,6 +88,38 @@ def test_saturated_samples_leave_the_damped_system_unchanged(monkeypatch):
     torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-9 * float(full.abs().max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_row_chunks_leave_masses_energies_and_directions_unchanged(monkeypatch, device, dtype):
+    # The per-sample temporaries are built in row chunks (bounded memory); chunks of 97 rows,
+    # one not dividing the sample, give what one chunk of every row gives, and the scores
+    # keep their values (the softmax works on a copy).
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(1000, 3, generator=g, dtype=dtype).to(device)
+    Y = torch.randn(60, 3, generator=g, dtype=dtype).to(device)
+    w, nu = X.new_full((1000,), 1 / 1000), Y.new_full((60,), 1 / 60)
+    h = 0.1 * torch.randn(60, generator=g, dtype=dtype).to(device)
+
+    def run():
+        s = _newton.smoothed(X, w, Y, h, nu, 0.05, 8)
+        scores = s.scores.clone()
+        cooler = _newton.resmoothed(s, w, 0.01)
+        assert torch.equal(s.scores, scores)
+        bound = _newton.energy_bound(s.scores, w, h, nu, 0.05)
+        direction = _newton.newton_direction(cooler, w, nu, 0.01, 1e-2, rtol=1e-10)
+        return s, cooler, bound, direction
+
+    one = run()
+    monkeypatch.setattr(_newton, "ROW_CHUNK", 97)
+    chunked = run()
+    for a, b in zip(one[:2], chunked[:2], strict=True):
+        torch.testing.assert_close(a.soft, b.soft, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(a.prob, b.prob, rtol=0, atol=0)
+        assert a.energy == pytest.approx(b.energy, rel=1e-12)
+    assert one[2] == pytest.approx(chunked[2], rel=1e-12)
+    assert one[2] <= one[0].energy + 1e-12  # still a lower bound
+    torch.testing.assert_close(one[3], chunked[3], rtol=1e-9, atol=1e-12)
+
+
 def test_coarse_levels_grow_fourfold_to_the_sample():
     levels = _newton.coarse_levels(1_000_000, 1_000, 0.01)
     rows = [r for r, _ in levels]
