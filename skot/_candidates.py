@@ -105,43 +105,54 @@ class Candidates:
         return same
 
     @torch.no_grad()
-    def extend(self, cells: PowerCells, X: Tensor) -> bool:
-        """Take the rows ``X`` if they are these candidates' rows with more after them (a
-        stream's buffer grown since its last solve): the new rows get candidates by a full pass
-        at the heights of ``cells``, a reference of their own, and the rows already held keep
-        theirs (their bounds cover the heights' moves). Returns whether ``X`` was taken; when
-        it is not, nothing changes."""
-        n0 = self.X.shape[0]
+    def extend(self, cells: PowerCells, X: Tensor, held: Tensor | None = None) -> bool:
+        """Take the rows ``X`` if these candidates' rows are among them: rows ``held`` of
+        ``X`` (a cold fit's subsample), or its first rows when ``held`` is ``None`` (a
+        stream's buffer grown since its last solve). The other rows get candidates by a full
+        pass at the heights of ``cells`` and a reference of their own; the rows already held
+        keep theirs (their bounds cover the heights' moves). Returns whether ``X`` was taken;
+        when it is not, nothing changes."""
+        n0, n = self.X.shape[0], X.shape[0]
         if (
-            X.shape[0] <= n0
+            n <= n0
             or X.shape[1:] != self.X.shape[1:]
             or X.dtype != self.X.dtype
             or X.device != self.X.device
             or self.heights.shape[1] != cells.n_cells
             or self.width > cells.n_cells
-            or not bool(torch.equal(X[:n0], self.X))
+            or (held is not None and held.shape != (n0,))
         ):
+            return False
+        if held is None:
+            held = torch.arange(n0, device=X.device)
+        if not bool(torch.equal(X[held], self.X)):
             return False
         slot = self._slot(self.reference.new_empty(0))
         if slot is None:
             delta, scores, _, _ = self._rescore(cells, 1)
             slot = self._merge_fewest(scores, delta, self._slack(cells))
             del delta, scores
-        new = X[n0:]
-        vals, idx = cells.top_k(new, self.width)
-        floor = vals[:, -1].clone()
-        for r0 in range(0, vals.shape[0], _SORT_ROWS):
-            v, i = vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS]
-            v[:], i[:] = _by_cell(v, i)
-        self.scores = torch.cat([self.scores, vals])
-        self.index = torch.cat([self.index, idx.to(self.index.dtype)])
-        self.floor = torch.cat([self.floor, floor])
-        self.reference = torch.cat([self.reference, self.reference.new_full((new.shape[0],), slot)])
+        fresh = torch.ones(n, dtype=torch.bool, device=X.device)
+        fresh[held] = False
+        fresh = fresh.nonzero().squeeze(1)
+        scores = self.scores.new_empty(n, self.width)
+        index = self.index.new_empty(n, self.width)
+        floor = self.floor.new_empty(n)
+        scores[held], index[held], floor[held] = self.scores, self.index, self.floor
+        for r0 in range(0, fresh.shape[0], _SORT_ROWS):  # bounded temporaries
+            rows = fresh[r0 : r0 + _SORT_ROWS]
+            vals, idx = cells.top_k(X[rows], self.width)
+            floor[rows] = vals[:, -1]
+            vals, idx = _by_cell(vals, idx)
+            scores[rows], index[rows] = vals, idx.to(index.dtype)
+        reference = self.reference.new_full((n,), slot)
+        reference[held] = self.reference
+        self.scores, self.index, self.floor, self.reference = scores, index, floor, reference
         self.heights[slot] = cells.h
-        self._x_norm = torch.cat([self._x_norm, new.norm(dim=1)])
+        self._x_norm = X.norm(dim=1)
         self._y_norm = max(self._y_norm, float(cells.Y.norm(dim=1).max()))
         self.X = X
-        self.n_full = int(new.shape[0])
+        self.n_full = int(fresh.shape[0])
         self.n_scores = self.n_full * cells.n_cells
         return True
 

@@ -756,14 +756,21 @@ def _newton_steps(loop: _Loop) -> None:
     elif state.step == 0 and state.candidates is None:
         tol = loop.config.tol
         if _newton.coarse_levels(problem.n_samples, Y.shape[0], tol):
-            for X_level, w_level, level_tol in _subsamples(problem, w, state.generator, tol):
-                _level_steps(loop, X_level, w_level, level_tol, None, final=False)
+            last = held = None
+            for X_level, w_level, level_tol, rows in _subsamples(problem, w, state.generator, tol):
+                if last is not None:  # the levels are nested: the last one's rows are here
+                    _carry_candidates(state, problem, last, X_level, torch.searchsorted(rows, held))
+                last, held = (
+                    _level_steps(loop, X_level, w_level, level_tol, None, final=False),
+                    rows,
+                )
                 if not loop.running:
                     return
                 # The next level starts afresh: the initial temperature of its heights (the
                 # median gap between each row's best and second-best score), the first
                 # damping.
                 state.temperature, state.damping = None, _newton.INITIAL_DAMPING
+            _carry_candidates(state, problem, last, X, held)
         elif not _coarse_target_steps(loop, X, w):
             return
     current = _level_steps(loop, X, w, loop.config.tol, current, final=True)
@@ -771,6 +778,20 @@ def _newton_steps(loop: _Loop) -> None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
         keep = loop.config.keep_candidates and not problem.group.distributed
         state.candidates = current.candidates if keep else None
+
+
+def _carry_candidates(state, problem: Problem, last, X: Tensor, held: Tensor) -> None:
+    """Hand the candidates of a coarse level's last pass ``last`` on to the next level's rows
+    ``X``, whose rows ``held`` are that level's (:meth:`Candidates.extend`): the next level's
+    first pass scores every target only for its other rows."""
+    state.candidates = None
+    if last is None or last.candidates is None:
+        return
+    Y = problem.target
+    with torch.no_grad():
+        cells = problem.group.cells(Y, state.model(Y))
+    if last.candidates.extend(cells, X, held):
+        state.candidates = last.candidates
 
 
 def _level_steps(
@@ -873,7 +894,7 @@ def _coarse_target_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
 
 def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: float):
     """The coarse levels of a cold fit: nested random subsets of the rows, their weights
-    scaled to sum to one, with each level's tolerance.
+    scaled to sum to one, with each level's tolerance and its rows' positions in the sample.
 
     The subsets are drawn over the union's rows in rank order (the generator advances alike on
     every rank), each rank keeping its own: a data-parallel fit takes the same levels, and so
@@ -895,7 +916,7 @@ def _subsamples(problem: Problem, w: Tensor, generator: torch.Generator, tol: fl
         idx = chosen[(chosen >= 0) & (chosen < n_local)].sort().values
         w_level = w[idx]
         total = group.sum_float(float(w_level.double().sum()))
-        yield X[idx], w_level / total, level_tol
+        yield X[idx], w_level / total, level_tol, idx
 
 
 def _adapt_schedule(

@@ -343,6 +343,32 @@ def test_cold_newton_fit_starts_on_subsamples():
     assert 0.5 * np.abs(shares - 1 / 50).sum() == pytest.approx(est.marginal_error_, abs=1e-6)
 
 
+def test_coarse_levels_hand_their_candidates_on(monkeypatch):
+    # Each level's rows are among the next one's: their candidates go on (Candidates.extend
+    # at their positions), so only the other rows get a full pass; the passes stay exact,
+    # and the fit takes the steps it takes with fresh candidates.
+    from skot import _candidates
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(20_000, 3)), rng.normal(size=(50, 3))
+    extend, carried = _candidates.Candidates.extend, []
+
+    def spy(self, cells, X_next, held=None):
+        taken = extend(self, cells, X_next, held)
+        carried.append((self.X.shape[0], self.n_full, taken))
+        return taken
+
+    monkeypatch.setattr(_candidates.Candidates, "extend", spy)
+    est, records = _recorded_fit(X, Y, tol=0.01)
+    assert [(n, taken) for n, _, taken in carried] == [(5_000, True), (20_000, True)]
+    assert [n_full for _, n_full, _ in carried] == [5_000 - 1_250, 20_000 - 5_000]
+    monkeypatch.setattr(_solver, "_carry_candidates", lambda state, *args: None)
+    fresh, fresh_records = _recorded_fit(X, Y, tol=0.01)
+    assert len(records) == len(fresh_records) and est.converged_ and fresh.converged_
+    np.testing.assert_allclose(est.heights_, fresh.heights_, atol=1e-5)
+    assert est.marginal_error_ == pytest.approx(fresh.marginal_error_, abs=1e-4)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_a_fit_stopped_on_a_subsample_reports_the_whole_sample(weighted):
     # Out of steps before the whole sample: the reported error is still that of the map on
