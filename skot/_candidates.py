@@ -138,22 +138,14 @@ class Candidates:
         scores = self.scores.new_empty(n, self.width)
         index = self.index.new_empty(n, self.width)
         floor = self.floor.new_empty(n)
-        scores[held], index[held], floor[held] = self.scores, self.index, self.floor
-        for r0 in range(0, fresh.shape[0], _SORT_ROWS):  # bounded temporaries
-            rows = fresh[r0 : r0 + _SORT_ROWS]
-            vals, idx = cells.top_k(X[rows], self.width)
-            floor[rows] = vals[:, -1]
-            vals, idx = _by_cell(vals, idx)
-            scores[rows], index[rows] = vals, idx.to(index.dtype)
-        reference = self.reference.new_full((n,), slot)
-        reference[held] = self.reference
+        reference = self.reference.new_empty(n)
+        scores[held], index[held] = self.scores, self.index
+        floor[held], reference[held] = self.floor, self.reference
         self.scores, self.index, self.floor, self.reference = scores, index, floor, reference
-        self.heights[slot] = cells.h
-        self._x_norm = X.norm(dim=1)
+        self.X, self._x_norm = X, X.norm(dim=1)
         self._y_norm = max(self._y_norm, float(cells.Y.norm(dim=1).max()))
-        self.X = X
-        self.n_full = int(fresh.shape[0])
-        self.n_scores = self.n_full * cells.n_cells
+        self.n_scores = 0
+        self._refresh_rows(cells, fresh, slot)
         return True
 
     @torch.no_grad()
@@ -335,7 +327,7 @@ class Candidates:
             slot = self._merge_fewest(scores, delta, slack)
         if bool(full.any()):
             rows = fail[full]
-            vals[rows], idx[rows] = _best(*self._refresh_rows(cells, rows, slot), k)
+            vals[rows], idx[rows] = self._refresh_rows(cells, rows, slot, k)
         part = ~full
         self._score_entering(
             cells, k, fail[part], entering[part], ranked, scores, vals, idx, slot, slack
@@ -348,21 +340,28 @@ class Candidates:
         h_max = float(cells.h.abs().max()) + float(self.heights.abs().max())
         return self._unit * (self._x_norm * self._y_norm + h_max)
 
-    def _refresh_rows(self, cells: PowerCells, rows: Tensor, slot: int) -> tuple[Tensor, Tensor]:
-        """Fresh candidates of ``rows`` by a full pass at the heights of ``cells``, stored at
-        reference ``slot``; returns them (in increasing cell order)."""
-        fv, fi = cells.top_k(self.X[rows], self.width)
-        self.floor[rows] = fv[:, -1]
-        fv, fi = _by_cell(fv, fi)
-        self.scores[rows], self.index[rows], self.reference[rows] = (
-            fv,
-            fi.to(self.index.dtype),
-            slot,
-        )
+    def _refresh_rows(
+        self, cells: PowerCells, rows: Tensor, slot: int, k: int | None = None
+    ) -> tuple[Tensor, Tensor] | None:
+        """Fresh candidates of ``rows`` by a full pass at the heights of ``cells`` (in row
+        chunks: bounded temporaries), stored at reference ``slot``; with ``k``, returns the
+        rows' ``k`` best (in decreasing order, as :func:`_best`)."""
+        if k is not None:
+            vals = self.scores.new_empty(rows.shape[0], k)
+            idx = torch.empty(rows.shape[0], k, dtype=torch.long, device=rows.device)
+        for r0 in range(0, rows.shape[0], _SORT_ROWS):
+            part = rows[r0 : r0 + _SORT_ROWS]
+            fv, fi = cells.top_k(self.X[part], self.width)
+            self.floor[part] = fv[:, -1]
+            fv, fi = _by_cell(fv, fi)
+            self.scores[part], self.index[part] = fv, fi.to(self.index.dtype)
+            if k is not None:
+                vals[r0 : r0 + _SORT_ROWS], idx[r0 : r0 + _SORT_ROWS] = _best(fv, fi, k)
+        self.reference[rows] = slot
         self.heights[slot] = cells.h
         self.n_full = int(rows.shape[0])
         self.n_scores += self.n_full * cells.n_cells
-        return fv, fi
+        return None if k is None else (vals, idx)
 
     def _score_entering(
         self, cells, k, rows, entering, ranked, scores, vals, idx, slot, slack

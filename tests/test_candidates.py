@@ -207,22 +207,36 @@ def test_candidates_cover_equal_rows_only(device):
     assert not candidates.covers(X.float(), 30)
 
 
+@pytest.mark.parametrize("held_at", ["prefix", "spread"])
 @pytest.mark.parametrize("max_references", [1, 8])
-def test_extended_candidates_equal_full_passes(device, max_references):
-    # A stream's buffer grows by rows appended after those the candidates hold: the new rows
-    # get a full pass at the current heights, the old ones keep their bounds, and every later
-    # pass is exact. With one reference the held rows first move to the current heights.
+def test_extended_candidates_equal_full_passes(device, max_references, held_at, monkeypatch):
+    # The rows held are among the new ones: the first (a stream's buffer grown) or anywhere
+    # (a cold fit's subsample in the next level). The other rows get a full pass at the
+    # current heights (in row chunks, here with a remainder), the held ones keep their
+    # bounds, and every later pass is exact. With one reference the held rows first move
+    # to the current heights.
+    monkeypatch.setattr(_candidates, "_SORT_ROWS", 97)
     X, Y, h, g = _tied_problem(device, 900, 300, 3, seed=5)
     first = 400
-    candidates = Candidates(PowerCells(Y, h), X[:first], 8, max_references=max_references)
+    held = (
+        None
+        if held_at == "prefix"
+        else torch.randperm(900, generator=g)[:first].sort().values.to(device)
+    )
+    start = X[:first] if held is None else X[held]
+    candidates = Candidates(PowerCells(Y, h), start, 8, max_references=max_references)
     moves = _height_moves(300, g, device)
     for step, move in enumerate(moves):
         h = h + move
         cells = PowerCells(Y, h)
         if step == 2:
-            assert not candidates.extend(cells, X[:first].clone() + 1)  # not its rows
+            assert not candidates.extend(cells, start.clone() + 1)  # not its rows
             assert not candidates.extend(cells, X[: first - 1])
-            assert candidates.extend(cells, X)
+            if held is not None:
+                assert not candidates.extend(cells, X)  # its rows, but not the first ones
+                assert not candidates.extend(cells, X, held[:-1])
+                assert candidates.X is start
+            assert candidates.extend(cells, X, held)
             assert candidates.X is X and candidates.n_full == X.shape[0] - first
             assert Candidates.kept_or_new(candidates, cells, X, 8) is candidates
         rows = candidates.X
