@@ -754,23 +754,9 @@ def _newton_steps(loop: _Loop) -> None:
             if torch.equal(heights, state.model(Y)):
                 current = first
     elif state.step == 0 and state.candidates is None:
-        tol = loop.config.tol
-        if _newton.coarse_levels(problem.n_samples, Y.shape[0], tol):
-            last = held = None
-            for X_level, w_level, level_tol, rows in _subsamples(problem, w, state.generator, tol):
-                if last is not None:  # the levels are nested: the last one's rows are here
-                    _carry_candidates(state, problem, last, X_level, torch.searchsorted(rows, held))
-                last, held = (
-                    _level_steps(loop, X_level, w_level, level_tol, None, final=False),
-                    rows,
-                )
-                if not loop.running:
-                    return
-                # The next level starts afresh: the initial temperature of its heights (the
-                # median gap between each row's best and second-best score), the first
-                # damping.
-                state.temperature, state.damping = None, _newton.INITIAL_DAMPING
-            _carry_candidates(state, problem, last, X, held)
+        if _newton.coarse_levels(problem.n_samples, Y.shape[0], loop.config.tol):
+            if not _subsample_steps(loop, X, w):
+                return
         elif not _coarse_target_steps(loop, X, w):
             return
     current = _level_steps(loop, X, w, loop.config.tol, current, final=True)
@@ -778,6 +764,29 @@ def _newton_steps(loop: _Loop) -> None:
         loop.last = CellSums(current.hard, None, None, current.index[:, 0])
         keep = loop.config.keep_candidates and not problem.group.distributed
         state.candidates = current.candidates if keep else None
+
+
+def _subsample_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
+    """The coarse row levels of a cold fit (:func:`_subsamples`), smallest first, each solved
+    to its tolerance from the last one's heights, its rows' candidates handed on to the next
+    level and finally to the whole sample ``X``. Returns whether to go on (not out of steps
+    or stopped)."""
+    state, problem = loop.state, loop.problem
+    last = held = None
+    for X_level, w_level, level_tol, rows in _subsamples(
+        problem, w, state.generator, loop.config.tol
+    ):
+        if last is not None:  # the levels are nested: the last one's rows are here
+            _carry_candidates(state, problem, last, X_level, torch.searchsorted(rows, held))
+        last = _level_steps(loop, X_level, w_level, level_tol, None, final=False)
+        held = rows
+        if not loop.running:
+            return False
+        # The next level starts afresh: the initial temperature of its heights (the median
+        # gap between each row's best and second-best score), the first damping.
+        state.temperature, state.damping = None, _newton.INITIAL_DAMPING
+    _carry_candidates(state, problem, last, X, held)
+    return True
 
 
 def _carry_candidates(state, problem: Problem, last, X: Tensor, held: Tensor) -> None:
