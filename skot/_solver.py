@@ -781,6 +781,7 @@ def _subsample_steps(loop: _Loop, X: Tensor, w: Tensor) -> bool:
         last = _level_steps(loop, X_level, w_level, level_tol, None, final=False)
         held = rows
         if not loop.running:
+            state.candidates = None  # a subsample's: no later fit is on those rows
             return False
         # The next level starts afresh: the initial temperature of its heights (the median
         # gap between each row's best and second-best score), the first damping.

@@ -369,6 +369,16 @@ def test_coarse_levels_hand_their_candidates_on(monkeypatch):
     assert est.marginal_error_ == pytest.approx(fresh.marginal_error_, abs=1e-4)
 
 
+def test_a_fit_stopped_on_a_later_subsample_keeps_no_candidates():
+    # Out of steps on the second level, which holds the first one's candidates: they are of a
+    # subsample's rows and are not kept for later fits.
+    rng = np.random.default_rng(1)
+    X, Y = rng.normal(size=(20_000, 3)), rng.normal(size=(50, 3))
+    est, records = _recorded_fit(X, Y, tol=1e-3, max_iter=5)
+    assert len(records) == 5 and not any(r.exact for r in records)
+    assert est._state.candidates is None
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_a_fit_stopped_on_a_subsample_reports_the_whole_sample(weighted):
     # Out of steps before the whole sample: the reported error is still that of the map on
