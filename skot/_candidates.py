@@ -123,10 +123,10 @@ class Candidates:
             or (held is not None and held.shape != (n0,))
         ):
             return False
+        if not bool(torch.equal(X[:n0] if held is None else X[held], self.X)):
+            return False
         if held is None:
             held = torch.arange(n0, device=X.device)
-        if not bool(torch.equal(X[held], self.X)):
-            return False
         slot = self._slot(self.reference.new_empty(0))
         if slot is None:
             delta, scores, _, _ = self._rescore(cells, 1)

@@ -159,34 +159,38 @@ def resmoothed(s: Smoothed, w: Tensor, eps: float, *, group: LocalGroup = LOCAL)
     lse = torch.logsumexp(z, dim=1)
     prob = z.sub_(lse[:, None]).exp_()
     w64 = w.double()
-    soft = torch.zeros(s.hard.shape[0] + 1, dtype=torch.float64, device=prob.device)
-    _add_cell_sums(soft[:-1], s.index, prob, w64)
-    soft[-1] = w64 @ lse
-    group.sum(soft)
-    energy = eps * float(soft[-1]) - s.nu_h
+    soft, potential = _summed(group, s.hard.shape[0], s.index, w64, w64 @ lse, prob)
+    energy = eps * potential - s.nu_h
     return Smoothed(
-        eps, energy, s.hard_energy, soft[:-1], s.hard, prob, s.index, s.scores, s.nu_h,
-        s.candidates,
-    )  # fmt: skip
+        eps, energy, s.hard_energy, soft, s.hard, prob, s.index, s.scores, s.nu_h, s.candidates
+    )
 
 
-def _add_cell_sums(out: Tensor, index: Tensor, values: Tensor, row_weight: Tensor) -> Tensor:
-    """``out_j += sum_ik row_weight_i values_ik [index_ik = j]``, in row chunks."""
+def _add_cell_sums(
+    out: Tensor, index: Tensor, row_weight: Tensor, values: Tensor | None = None
+) -> Tensor:
+    """``out_j += sum_i row_weight_i [index_i = j]`` (``index`` of shape ``(n,)``), or with
+    ``values`` (``(n, k)``, as ``index``) ``sum_ik row_weight_i values_ik [index_ik = j]``; in
+    row chunks, so that no ``(n, k)`` temporary is built."""
     for r0 in range(0, index.shape[0], ROW_CHUNK):
         rows = slice(r0, r0 + ROW_CHUNK)
-        out.index_add_(
-            0, index[rows].reshape(-1), (row_weight[rows, None] * values[rows]).reshape(-1)
-        )
+        add = row_weight[rows] if values is None else row_weight[rows, None] * values[rows]
+        out.index_add_(0, index[rows].reshape(-1), add.reshape(-1))
     return out
 
 
 def _summed(
-    group: LocalGroup, m: int, index: Tensor, weights: Tensor, total: Tensor
+    group: LocalGroup,
+    m: int,
+    index: Tensor,
+    row_weight: Tensor,
+    total: Tensor,
+    values: Tensor | None = None,
 ) -> tuple[Tensor, float]:
-    """Masses ``sum_i weights_i [index_i = j]`` over ``m`` cells and a scalar ``total``,
-    summed over the ranks in one collective."""
+    """Masses of :func:`_add_cell_sums` over ``m`` cells and a scalar ``total``, summed over
+    the ranks in one collective."""
     out = torch.zeros(m + 1, dtype=torch.float64, device=index.device)
-    out[:m].index_add_(0, index, weights)
+    _add_cell_sums(out[:m], index, row_weight, values)
     out[m] = total
     group.sum(out)
     return out[:m], float(out[m])
@@ -225,7 +229,7 @@ def newton_direction(
     m = nu.shape[0]
     w_eps = w.double() / eps
     diag = _add_cell_sums(
-        torch.zeros(m, dtype=torch.float64, device=w.device), s.index, s.prob, w_eps
+        torch.zeros(m, dtype=torch.float64, device=w.device), s.index, w_eps, s.prob
     )
     group.sum(diag)
     # A sample all but certain of its cell adds nothing to the Hessian's products (its p_i is
@@ -243,7 +247,7 @@ def newton_direction(
             p, cells = prob[r0 : r0 + ROW_CHUNK], index[r0 : r0 + ROW_CHUNK]
             vv = v[cells]
             centred = vv - (p * vv).sum(1, keepdim=True)
-            _add_cell_sums(out, cells, p * centred, w_eps[r0 : r0 + ROW_CHUNK])
+            _add_cell_sums(out, cells, w_eps[r0 : r0 + ROW_CHUNK], p * centred)
         return group.sum(out) + shift * v
 
     b = nu.double() - s.soft
