@@ -273,28 +273,25 @@ def transport_from_duals(
     """A fitted :class:`~skot.OTNetTransport` (free heights) of ``X`` onto ``Y`` whose heights
     come from the column duals ``v`` of an exact coupling for the cost ``|x - y|^2``.
 
-    The estimator is fitted for one step (which sets up its standardisation and state), then
-    its heights are replaced by ``(v_j - |y_j|^2) / 2`` and its fitted attributes recomputed
-    at those heights by one pass over ``X``: ``marginal_error_`` and ``converged_`` are those
-    of the power diagram the duals define. With ``polish``, a diagram that misses ``tol``
-    (float32 scores cannot hold the duals of a large assignment in low dimension) takes up
-    to :data:`POLISH_STEPS` Newton steps from them.
+    The estimator is fitted with no step at the heights ``(v_j - |y_j|^2) / 2``: its fitted
+    attributes, ``marginal_error_`` and ``converged_`` among them, are those of the power
+    diagram the duals define (one pass over ``X``). With ``polish``, a diagram that misses
+    ``tol`` (float32 scores cannot hold the duals of a large assignment in low dimension)
+    takes up to :data:`POLISH_STEPS` Newton steps from them.
     """
     from ._cells import nearest_rows
     from ._transport import OTNetTransport
 
-    transport = OTNetTransport(
-        height="vector", init="voronoi", solver="adam", max_iter=1, tol=tol, random_state=0
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        transport.fit(X, X_target=Y, sample_weight=sample_weight, target_weight=target_weight)
     Y = np.asarray(Y, dtype=np.float64)
     heights = 0.5 * (np.asarray(v, dtype=np.float64) - np.einsum("ij,ij->i", Y, Y))
-    if transport.target_.shape[0] != Y.shape[0]:  # identical or zero-weight points dropped
-        heights = heights[nearest_rows(transport.target_, Y)]
-        Y = transport.target_
-    transport._set_heights(heights, X, sample_weight)
+
+    def heights_of(target):  # identical or zero-weight points may have been dropped
+        return heights if target.shape[0] == Y.shape[0] else heights[nearest_rows(target, Y)]
+
+    transport = OTNetTransport(height="vector", init="voronoi", tol=tol, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        transport._fit_at_heights(X, Y, heights_of, sample_weight, target_weight)
     if polish and not transport.converged_:
         # The duals do not hold in float32 (near ties at many rows): Newton steps from them
         # finish a power diagram within tol of the marginals (a few steps: they are optimal).
@@ -339,24 +336,29 @@ def entropic_plan(
     # Shift the reduced cost so that every row, then every column, has a zero (a change of
     # ``u`` and ``v`` that leaves the plan unchanged): rounding errors of the duals (1e-9 on a
     # cost of 1e3) would otherwise empty whole rows of the kernel at a small ``reg``.
-    R = np.maximum(C - u[:, None] - v[None, :], 0.0)
+    R = C - u[:, None]
+    R -= v[None, :]
+    np.maximum(R, 0.0, out=R)
     R -= R.min(axis=1, keepdims=True)
     R -= R.min(axis=0, keepdims=True)
     keep = R < _KERNEL_CUTOFF * reg
-    if keep.mean() < _SPARSE_DENSITY:
+    if np.count_nonzero(keep) < _SPARSE_DENSITY * keep.size:
         # Most of the kernel below exp(-_KERNEL_CUTOFF) of every row's and column's largest
         # entry (low dimension, a small reg): the iterations then cost the kept entries only.
         rows, cols = np.nonzero(keep)
         K = sparse.csr_matrix((np.exp(-R[rows, cols] / reg), (rows, cols)), shape=R.shape)
         KT = K.T.tocsr()
     else:
-        K = np.exp(-R / reg)
+        del keep
+        K = np.exp(np.multiply(R, -1.0 / reg, out=R), out=R)
         KT = K.T
     # Never None: the kernel keeps the exact coupling's support (its reduced cost is 0).
     r, c = sinkhorn_scalings(K, a, b, max_iter=max_iter, tol=tol, KT=KT)
     if sparse.issparse(K):
         return K.multiply(r[:, None]).multiply(c[None, :]).toarray()
-    return (r[:, None] * K) * c[None, :]
+    K *= r[:, None]
+    K *= c[None, :]
+    return K
 
 
 def sinkhorn_scalings(K, a, b, *, max_iter: int = 1000, tol: float = 1e-4, KT=None):

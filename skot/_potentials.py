@@ -33,6 +33,32 @@ __all__ = [
 HEIGHT_KINDS = ("vector", "network", "residual")
 
 
+def _cached(owner: nn.Module, name: str, inputs: list[Tensor], compute):
+    """``compute(inputs[0])``, kept on ``owner`` as ``name`` while every tensor of ``inputs``
+    is the same object at the same version.
+
+    In-place changes bump a tensor's version and drop the value; weak references keep freed
+    or swapped-in tensors (``functional_call``) from matching. With gradients enabled,
+    inputs that require them are never cached (the value would carry a graph). The owners
+    drop the value when pickled.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in inputs):
+        return compute(inputs[0])
+    cached = owner.__dict__.get(name)
+    if (
+        cached is not None
+        and len(cached[0]) == len(inputs)
+        and all(
+            ref() is t and version == t._version
+            for (ref, version), t in zip(cached[0], inputs, strict=True)
+        )
+    ):
+        return cached[1]
+    out = compute(inputs[0])
+    owner.__dict__[name] = ([(weakref.ref(t), t._version) for t in inputs], out)
+    return out
+
+
 class HeightModel(nn.Module):
     """Base class: ``forward(Y)`` returns the heights of the rows of ``Y``.
 
@@ -51,8 +77,22 @@ class HeightModel(nn.Module):
         self.register_buffer("offset_precision", torch.eye(n_features))
 
     def offset(self, Y: Tensor) -> Tensor:
+        # Kept for the same ``Y`` and buffers: every step asks for it, and in high dimension
+        # it costs a product of ``Y`` with a d x d matrix (as much as a pass's scores at
+        # d = m). It has no trainable part, so it is kept with gradients enabled too.
+        return _cached(
+            self, "_cached_offset", [Y, self.offset_center, self.offset_precision], self._offset
+        )
+
+    def _offset(self, Y: Tensor) -> Tensor:
         Z = Y - self.offset_center
         return -0.5 * ((Z @ self.offset_precision) * Z).sum(dim=1)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        for name in ("_cached", "_cached_offset"):
+            state.pop(name, None)  # weak references: neither picklable nor worth copying
+        return state
 
     def correction(self, Y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -117,29 +157,15 @@ class _MLP(nn.Module):
         # Without gradients, the output for the same ``Y`` and the same parameter tensors is
         # kept: the free heights' Newton steps and a stream's chunks ask for it again and
         # again while only the residual moves (a 256-wide network on 1,000 targets costs more
-        # than a chunk's cells). In-place changes bump a tensor's version and drop it; weak
-        # references keep freed or swapped-in tensors (``functional_call``) from matching.
-        inputs = None
-        if not torch.is_grad_enabled():
-            inputs = [Y, self.freqs, *self.parameters()]
-            cached = getattr(self, "_cached", None)
-            if (
-                cached is not None
-                and len(cached[0]) == len(inputs)
-                and all(
-                    ref() is t and version == t._version
-                    for (ref, version), t in zip(cached[0], inputs, strict=True)
-                )
-            ):
-                return cached[1]
+        # than a chunk's cells).
+        return _cached(self, "_cached", [Y, self.freqs, *self.parameters()], self._forward)
+
+    def _forward(self, Y: Tensor) -> Tensor:
         out = Y
         if self.freqs.shape[1]:
             z = 2 * math.pi * (Y @ self.freqs)
             out = torch.cat([Y, torch.sin(z), torch.cos(z)], dim=1)
-        out = self.layers(out).squeeze(-1)
-        if inputs is not None:
-            self._cached = ([(weakref.ref(t), t._version) for t in inputs], out)
-        return out
+        return self.layers(out).squeeze(-1)
 
     def __getstate__(self):
         state = dict(super().__getstate__())
@@ -238,11 +264,11 @@ def gaussian_offset(
         mean = first / total
         return mean, second / total - torch.outer(mean, mean)
 
-    def sqrtm(C, inverse=False):
+    def roots(C):
+        # C^1/2 and C^-1/2 from one eigendecomposition.
         vals, vecs = torch.linalg.eigh(C)
         vals = vals.clamp(min=1e-12)
-        vals = vals.rsqrt() if inverse else vals.sqrt()
-        return (vecs * vals) @ vecs.T
+        return (vecs * vals.sqrt()) @ vecs.T, (vecs * vals.rsqrt()) @ vecs.T
 
     ms, Cs = moments(X, x_weight, group)
     mt, Ct = moments(Y, y_weight, LOCAL)  # the target is the same on every rank
@@ -250,11 +276,11 @@ def gaussian_offset(
     ridge = 1e-3 * (torch.trace(Cs) + torch.trace(Ct)) / (2 * d) + 1e-12
     eye = torch.eye(d, dtype=Cs.dtype, device=Cs.device)
     Cs, Ct = Cs + ridge * eye, Ct + ridge * eye
-    root = sqrtm(Cs)
-    inv_root = sqrtm(Cs, inverse=True)
-    A = inv_root @ sqrtm(root @ Ct @ root) @ inv_root
+    root, inv_root = roots(Cs)
+    middle, inv_middle = roots(root @ Ct @ root)
+    A = inv_root @ middle @ inv_root
     A = 0.5 * (A + A.T)
-    precision = torch.linalg.inv(A)
+    precision = root @ inv_middle @ root  # A^-1, without a third factorisation
     center = mt - A @ ms
     return center, 0.5 * (precision + precision.T)
 

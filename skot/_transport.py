@@ -470,9 +470,23 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         )
 
     def _fit(
-        self, X, X_target, sample_weight, target_weight, target_ids, *, incremental, max_steps
+        self,
+        X,
+        X_target,
+        sample_weight,
+        target_weight,
+        target_ids,
+        *,
+        incremental,
+        max_steps,
+        heights=None,
     ):
         """Shared by ``fit`` and ``partial_fit`` (``max_steps=None``: one pass over ``X``).
+
+        ``heights`` (fresh fits only): a function of ``target_`` (input units, after
+        duplicates merged) giving the starting heights, e.g. from an exact solver's duals;
+        with ``max_steps=0`` the fitted attributes are those heights' power diagram, from
+        one pass over ``X``.
 
         Everything that can fail on bad input runs before the estimator changes: an error
         there leaves a fitted estimator exactly as it was. Once the solver runs, an error or an
@@ -547,6 +561,8 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
                 self.center_, self.scale_ = center, scale
                 self._init_state(X, mu, Y, nu, ids, device, group)
                 self.n_iter_ = 0
+                if heights is not None:
+                    self._load_heights(heights(self.target_))
         except BaseException:
             # Bad input (or an interruption) before any training: the estimator as it was.
             self.__dict__.clear()
@@ -571,7 +587,7 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             try:
                 if one_pass:
                     result = _stream.stream_steps(self._state, problem, config, callback)
-                else:
+                elif max_steps > 0:
                     result = _solver.run(self._state, problem, config, max_steps, callback)
             except _solver.DivergenceError as exc:
                 raise _solver.DivergenceError(
@@ -597,23 +613,29 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
             self._warn_not_converged(result, problem, atoms)
         return self
 
-    def _set_heights(self, heights, X, sample_weight=None) -> None:
-        """Replace the fitted heights by ``heights`` (input units, one per row of ``target_``,
-        e.g. from an exact solver's duals) and recompute the fitted attributes by one pass over
-        the training sample ``X`` (validated by the fit)."""
-        check_is_fitted(self)
+    def _fit_at_heights(self, X, X_target, heights, sample_weight=None, target_weight=None):
+        """A fresh fit that takes no step: its heights are ``heights(target_)`` (input units,
+        one per row of ``target_``, e.g. from an exact solver's duals), its fitted attributes
+        those of their power diagram over ``X`` (one pass)."""
+        return self._fit(
+            X,
+            X_target,
+            sample_weight,
+            target_weight,
+            None,
+            incremental=False,
+            max_steps=0,
+            heights=heights,
+        )
+
+    def _load_heights(self, heights) -> None:
+        """Set the free heights to ``heights`` (input units, one per row of ``target_``)."""
         heights = np.asarray(heights, dtype=np.float64)
         standardised = (heights + self.target_ @ self.center_) / self.scale_**2
         model = self._state.model
         target = torch.as_tensor(standardised, dtype=torch.float64, device=self.device_)
         with torch.no_grad():
             model.residual.copy_(residual_for(model, self._target_t, target - target.mean()))
-        mu = None
-        if sample_weight is not None:
-            w = np.asarray(sample_weight, dtype=np.float64)
-            mu = w / w.sum()
-        X = np.asarray(X, dtype=np.float64)
-        self._finish(_solver.summarize(self._state, self._problem(X, mu), self._config()))
 
     def _keep_finite(self, start, config) -> None:
         """After an error or an interruption: back to this call's starting parameters if the

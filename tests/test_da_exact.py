@@ -149,6 +149,7 @@ def test_default_transport_is_the_couplings_power_diagram():
     assert isinstance(transport, OTNetTransport)
     np.testing.assert_array_equal(transport.predict_index(X), sigma)
     assert transport.marginal_error_ == 0.0 and transport.converged_
+    assert transport.n_iter_ == 0  # the duals' heights, set with no step
     np.testing.assert_array_equal(adapter.X_source_transported_, Y[sigma])
     # New rows map by the same power diagram: scores <x, y_j> + heights_j.
     new = X[:10] + 0.05

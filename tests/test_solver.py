@@ -311,6 +311,37 @@ def test_network_output_cache_follows_every_change_of_its_inputs():
         torch.testing.assert_close(net(Y), fresh())
 
 
+def test_height_offset_is_kept_until_its_inputs_change():
+    # The quadratic offset costs a (m, d) x (d, d) product: kept for the same targets and
+    # buffers, recomputed after any in-place change, never kept with a graph, never pickled.
+    import copy
+    import pickle
+
+    from skot._potentials import VectorHeights
+
+    model = VectorHeights(3, 20)
+    Y = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+
+    def fresh():
+        Z = Y - model.offset_center
+        return -0.5 * ((Z @ model.offset_precision) * Z).sum(dim=1)
+
+    first = model.offset(Y)
+    assert model.offset(Y) is first
+    model.offset_precision.mul_(2.0)
+    torch.testing.assert_close(model.offset(Y), fresh())
+    model.offset_center.add_(1.0)
+    torch.testing.assert_close(model.offset(Y), fresh())
+    Y.add_(0.5)
+    torch.testing.assert_close(model.offset(Y), fresh())
+    torch.testing.assert_close(model.offset(Y.clone()), fresh())
+    leaf = Y.clone().requires_grad_(True)
+    out = model.offset(leaf)
+    assert out.requires_grad and model.offset(leaf) is not out
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        torch.testing.assert_close(clone.offset(Y), fresh())
+
+
 def _recorded_fit(X, Y, sample_weight=None, **params):
     from skot import OTNetTransport
 

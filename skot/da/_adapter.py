@@ -127,10 +127,11 @@ def _spread(proba, Xt, n_classes, *, alpha=0.8, n_rounds=10):
 
 def _coupling(As, At, a, b):
     """The exact coupling of ``As`` (weights ``a``) and ``At`` (weights ``b``) for the cost
-    ``C = |x - y|^2``, its row and column duals, and ``C``."""
+    ``C = |x - y|^2`` (sparse: a vertex of the transport polytope has at most ``n + m - 1``
+    pairs), its row and column duals, and ``C``."""
     C = squared_distances(As, At)
     plan, u, v, _ = exact_plan(C, a, b)
-    return plan, u, v, C
+    return sparse.csr_array(plan), u, v, C
 
 
 class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -535,7 +536,7 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         row each row is most coupled with."""
         if self.direction == "forward":
             return At[rounded(plan)]
-        return (plan @ At) / plan.sum(axis=1, keepdims=True)
+        return (plan @ At) / plan.sum(axis=1)[:, None]
 
     def _transport_from_plan(self, plan, C, As, At, a, b, u, v):
         """The fitted transport whose power diagram is the coupling's (heights from its
