@@ -258,7 +258,7 @@ def speed_case(n: int, d: int, seed: int = 0) -> dict:
         "skot_s": min(skot_s),
         "route": (
             ("exact coupling" if steps <= 1 else f"exact coupling, polished by {steps - 1} steps")
-            if exact_by_default(n, n)
+            if exact_by_default(n, n, d)
             else f"Newton, {steps} steps"
         ),
         "cost_ratio": cost / exact,
@@ -383,7 +383,8 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
     text += (
         "\n\nSpeed at n = m (source N(0, I), target N(0.5, 0.64 I)): POT `ot.dist` + `ot.emd` "
         "against skot's default fit, `OTNetAdapter().fit(X, X_target=Y)` without labels "
-        "(an exact coupling up to 5,000 x 5,000 pairs, Newton steps beyond; the barycentric "
+        "(an exact coupling up to 5,000 x 5,000 pairs below 8 features, up to "
+        "(1,500 max(1, d / 400))^2 pairs from 8 on, Newton steps beyond; the barycentric "
         "images smoothed by the entropic coupling at 0.5 target spacings), best of 3 up to "
         "1,000 rows, one after the other in the same process. *cost ratio*: the transport "
         "cost of the fitted hard map (`transport_`, target rows onto source rows) over the "

@@ -190,6 +190,19 @@ def test_without_pot_unequal_sizes_use_the_semi_discrete_transport(no_pot):
     assert adapter.X_source_transported_.shape == X.shape
 
 
+def test_exact_route_is_chosen_by_size_and_dimension():
+    exact = defaults_module.exact_by_default
+    # Low dimension: exact up to the cap, whatever the shape.
+    assert exact(5000, 5000, 2) and exact(2500, 10_000, 7) and not exact(5001, 5000, 2)
+    # From 8 features on Newton steps take over earlier, later in high dimension.
+    assert exact(1500, 1500, 64) and not exact(2000, 2000, 64)
+    assert exact(3000, 3000, 1000) and not exact(5000, 4000, 1000)
+    # Monotone: more pairs never go back to the exact route.
+    for d in (2, 8, 64, 256, 1000):
+        chosen = [exact(n, n, d) for n in range(500, 6001, 250)]
+        assert chosen == sorted(chosen, reverse=True)
+
+
 # ------------------------------------------------------------------ beyond the exact cap
 @pytest.fixture
 def small_exact_cap(monkeypatch):
@@ -198,7 +211,7 @@ def small_exact_cap(monkeypatch):
 
 def test_beyond_the_exact_cap_the_default_takes_newton_steps(small_exact_cap):
     X, Y = _samples(200, 400, d=3)
-    assert not adapter_module._exact_applies(200, 400, None)
+    assert not adapter_module._exact_applies(200, 400, 3, None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         adapter = OTNetAdapter(label_weight=0.0, smoothing=0.0).fit(X, X_target=Y)

@@ -99,11 +99,11 @@ def _spacing(At: np.ndarray) -> float:
     return spacing if spacing > 0 else 1.0
 
 
-def _exact_applies(n_source: int, n_target: int, weights) -> bool:
-    """Whether the default transport couples the two samples exactly: up to
-    :data:`._defaults.EXACT_MAX_PAIRS` pairs, by POT's ``ot.emd`` (installed) or SciPy's
+def _exact_applies(n_source: int, n_target: int, n_features: int, weights) -> bool:
+    """Whether the default transport couples the two samples exactly: where
+    :func:`._defaults.exact_by_default` says so, by POT's ``ot.emd`` (installed) or SciPy's
     assignment (equal sizes, uniform weights)."""
-    if not exact_by_default(n_source, n_target):
+    if not exact_by_default(n_source, n_target, n_features):
         return False
     return has_pot() or (n_source == n_target and weights is None)
 
@@ -409,7 +409,9 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.X_target_ = Xt64
         self.target_proba_ = None
         weights = self._class_weights(Xs64, codes, Xt64)
-        if self.transport is None and _exact_applies(Xs64.shape[0], Xt64.shape[0], weights):
+        if self.transport is None and _exact_applies(
+            Xs64.shape[0], Xt64.shape[0], Xs64.shape[1], weights
+        ):
             moved = self._fit_exact(Xs64, Xt64, codes, weights)
         else:
             moved = self._fit_iterative(Xs64, Xt64, codes, weights)

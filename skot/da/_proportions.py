@@ -72,7 +72,7 @@ def _estimate_proportions(
     spread_t = float(np.sqrt(((Xt - mean_t) ** 2).sum(axis=1).mean())) or 1.0
     scale, shift = spread_t / spread_s, mean_t - spread_t / spread_s * mean_s
     transport = None
-    exact = _discrete.has_pot() and exact_by_default(Xs.shape[0], Xt.shape[0])
+    exact = _discrete.has_pot() and exact_by_default(Xs.shape[0], Xt.shape[0], Xs.shape[1])
     history = []
     for rnd in range(n_rounds):
         nu = pi[codes] / n_k[codes]
