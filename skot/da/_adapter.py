@@ -162,8 +162,9 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         ``linear_sum_assignment`` when source and target have as many rows and uniform
         weights. ``transport_`` is then an :class:`~skot.OTNetTransport` whose heights come
         from the coupling's duals (moved inside the optimal face by a small margin), so new
-        rows map by the same power diagram. Beyond 5,000 x 5,000 source-target pairs, or
-        where no exact solver applies (no POT and unequal sizes or weights), a semi-discrete
+        rows map by the same power diagram. Beyond 5,000 x 5,000 source-target pairs (fewer
+        from 8 features on: ``skot.da._defaults.exact_by_default``), or where no exact
+        solver applies (no POT and unequal sizes or weights), a semi-discrete
         ``OTNetTransport(height="vector", solver="newton")`` stopped 1% above the smallest
         marginal error a hard map of the two sample sizes can reach, with a
         ``ConvergenceWarning`` if it stops short (see the user guide).
