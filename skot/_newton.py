@@ -28,6 +28,7 @@ from torch import Tensor
 
 from ._candidates import Candidates
 from ._distributed import LOCAL, LocalGroup
+from ._kernels import marginal_error
 
 __all__ = [
     "Smoothed",
@@ -378,8 +379,8 @@ def update(
     """
     model = state.model
     h = model(Y)
-    soft_error = 0.5 * float((current.soft - nu.double()).abs().sum())
-    hard_error = 0.5 * float((current.hard - nu.double()).abs().sum())
+    soft_error = marginal_error(current.soft, nu.double())
+    hard_error = marginal_error(current.hard, nu.double())
     stalled = X.shape[1] >= SHARPEN_MIN_DIMENSION and soft_error * SHARPEN_RATIO <= hard_error
     sharpen = soft_error <= 0.5 * tol or stalled
     if sharpen and state.temperature > MIN_TEMPERATURE:
