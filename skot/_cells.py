@@ -10,20 +10,38 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ._kernels import PowerCells
+from ._kernels import PowerCells, score_rounding
 
-__all__ = ["FittedCellsMixin", "nearest_rows"]
+__all__ = ["FittedCellsMixin", "nearest_other_distances", "nearest_rows"]
 
 _DTYPE = torch.float32
+#: Largest rounding of a score, as a share of the temperature, for the soft passes of
+#: :meth:`FittedCellsMixin._balanced_soft_sums` to run in float32: every soft weight is then
+#: within 0.1% of its float64 value, the masses' total variation within half their ``tol``.
+_SOFT_ROUNDING = 1e-3
 
 
 def nearest_rows(A, B) -> np.ndarray:
     """Index of the nearest row of ``B`` for every row of ``A`` (Euclidean, float64, on the
     CPU; ties go to the lowest index)."""
-    A = torch.tensor(np.asarray(A, dtype=np.float64))  # a copy: the input may be read-only
-    B = torch.tensor(np.asarray(B, dtype=np.float64))
+    # copies: the inputs may be read-only or reversed views
+    A = torch.tensor(np.ascontiguousarray(A, dtype=np.float64))
+    B = torch.tensor(np.ascontiguousarray(B, dtype=np.float64))
     _, idx = PowerCells(B, -0.5 * (B**2).sum(dim=1)).assign(A)
     return idx.numpy()
+
+
+def nearest_other_distances(A) -> np.ndarray:
+    """Squared Euclidean distance from every row of ``A`` to its nearest other row (``0`` for a
+    repeated row): the neighbour from float32 scores, its distance in float64."""
+    A = np.asarray(A, dtype=np.float64)
+    At = torch.from_numpy(A).to(_DTYPE)
+    _, idx = PowerCells(At, -0.5 * (At**2).sum(dim=1)).top_k(At, 2)
+    idx = idx.numpy()
+    rows = np.arange(A.shape[0])
+    other = np.where(idx[:, 0] == rows, idx[:, 1], idx[:, 0])
+    diff = A - A[other]
+    return np.einsum("ij,ij->i", diff, diff)
 
 
 class FittedCellsMixin:
@@ -39,7 +57,11 @@ class FittedCellsMixin:
         return idx.cpu().numpy()
 
     def _nearest_target(self, X) -> np.ndarray:
-        """Index of the nearest row of ``target_`` for every row of ``X`` (Euclidean)."""
+        """Index of the nearest row of ``target_`` for every row of ``X`` (Euclidean); no
+        pass when ``X`` holds the target points themselves, in order (they are distinct)."""
+        X = np.asarray(X)
+        if X.shape == self.target_.shape and np.array_equal(X, self.target_):
+            return np.arange(X.shape[0])
         Y = self._target_t
         _, idx = PowerCells(Y, -0.5 * (Y**2).sum(dim=1)).assign(self._to_tensor(X))
         return idx.cpu().numpy()
@@ -72,19 +94,49 @@ class FittedCellsMixin:
         scores) whose soft cell masses match the target weights: from the fitted heights,
         Sinkhorn's scaling ``h_j -= eps log(mass_j / nu_j)`` until the masses are within
         ``tol`` (total variation) or ``max_rounds`` passes. Returns the sums (weights
-        ``1 / n``)."""
+        ``1 / n``).
+
+        The passes run in float32 where its scores' rounding is below
+        :data:`_SOFT_ROUNDING` of the temperature (high dimension), else in float64. The
+        first pass sums only the masses: the fitted hard map's heights never balance the
+        soft masses, and one correction nearly always does."""
         eps = temperature / self.scale_**2
-        Xt = self._to_tensor(X).double()
-        V = torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device_)
+        Xt, Y, h = self._to_tensor(X), self._target_t, self._heights_t
+        dtype = torch.float32
+        if score_rounding(Xt, Y, h, torch.float32) > _SOFT_ROUNDING * eps:
+            dtype = torch.float64
+        Xt, Y, h = Xt.to(dtype), Y.to(dtype), h.to(dtype, copy=True)
+        V = torch.as_tensor(np.asarray(values), dtype=dtype, device=self.device_)
         w = Xt.new_full((Xt.shape[0],), 1.0 / Xt.shape[0])
-        Y, nu = self._target_t.double(), self._nu_t.double()
-        h = self._heights_t.double().clone()
-        for _ in range(max_rounds):
-            cells = PowerCells(Y, h).cell_sums(Xt, w, V, epsilon=eps)
-            if 0.5 * float((cells.masses - nu).abs().sum()) <= tol:
+        nu = self._nu_t.to(dtype)
+        for r in range(max_rounds):
+            with_values = r > 0 or max_rounds == 1
+            cells = PowerCells(Y, h).cell_sums(Xt, w, V if with_values else None, epsilon=eps)
+            balanced = 0.5 * float((cells.masses.double() - nu.double()).abs().sum()) <= tol
+            if balanced and with_values:
                 break
-            h -= eps * torch.log(cells.masses.clamp_min(1e-300) / nu)
-        return cells.sums.cpu().numpy()
+            if not balanced:
+                h -= eps * torch.log(cells.masses.clamp_min(torch.finfo(dtype).tiny) / nu)
+        return cells.sums.double().cpu().numpy()
+
+    def _cell_entries(self, X, cells) -> tuple[np.ndarray, np.ndarray]:
+        """For each of ``cells``, whether a row of ``X`` lies in it (as :meth:`predict_index`
+        assigns them) and, for those none lies in, the row of ``X`` closest to entering it
+        (``-1`` for the others): one pass over every cell, then one over the empty ones."""
+        cells = np.asarray(cells, dtype=np.int64)
+        diagram = self._cells()
+        Xt = self._to_tensor(X)
+        top, index = diagram.assign(Xt)
+        occupied = np.zeros(diagram.n_cells, dtype=bool)
+        occupied[index.cpu().numpy()] = True
+        inside = occupied[cells]
+        rows = np.full(cells.shape[0], -1, dtype=np.int64)
+        empty, where = np.unique(cells[~inside], return_inverse=True)
+        if empty.size:
+            empty_t = torch.as_tensor(empty, device=self.device_)
+            _, closest = diagram.closest_to_enter(Xt, empty_t, top=top)
+            rows[~inside] = closest.cpu().numpy()[where]
+        return inside, rows
 
     def _closest_to_enter(self, X, cells) -> np.ndarray:
         """For each cell of ``cells``, the row of ``X`` closest to entering it."""

@@ -30,6 +30,7 @@ __all__ = [
     "default_block_elements",
     "marginal_error",
     "noise_floor",
+    "score_rounding",
 ]
 
 #: Scores computed per block, by device type: the one block-size setting of the library. On a
@@ -442,13 +443,17 @@ class PowerCells:
         return out
 
     @torch.no_grad()
-    def closest_to_enter(self, X: Tensor, cells: Tensor) -> tuple[Tensor, Tensor]:
+    def closest_to_enter(
+        self, X: Tensor, cells: Tensor, top: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """For each cell of ``cells``, the row of ``X`` closest to entering it: the largest
         ``<x, y_j> + h_j - max_k (<x, y_k> + h_k)`` (``0`` for a row inside the cell).
 
+        ``top``: the rows' best scores (:meth:`assign`'s values), when already computed.
         Returns that gap and the row's index, one entry per cell.
         """
-        top, _ = self.assign(X)
+        if top is None:
+            top, _ = self.assign(X)
         sub = PowerCells(self.Y[cells], self.h[cells], block_elements=self.block_elements)
         best = X.new_full((cells.shape[0],), -math.inf)
         arg = torch.zeros(cells.shape[0], dtype=torch.long, device=X.device)
@@ -552,6 +557,16 @@ def noise_floor(target_weight: Tensor, batch_size: int) -> float:
     """
     nu = target_weight.double()
     return 0.5 * float(torch.sqrt(2 * nu * (1 - nu) / (math.pi * batch_size)).sum())
+
+
+def score_rounding(X: Tensor, Y: Tensor, h: Tensor, dtype: torch.dtype) -> float:
+    """A bound on the rounding error of any score ``<x, y_j> + h_j`` of rows ``X`` computed in
+    ``dtype`` (the inputs rounded to it, a ``d``-term dot product, the height added):
+    ``(d + 2) eps (max |x| max |y| + max |h|)``, ``eps`` the machine epsilon of ``dtype``."""
+    if not (X.shape[0] and Y.shape[0]):
+        return 0.0
+    size = float(X.norm(dim=1).max()) * float(Y.norm(dim=1).max()) + float(h.abs().max())
+    return (X.shape[1] + 2) * torch.finfo(dtype).eps * size
 
 
 def marginal_error(masses: Tensor, target_weight: Tensor) -> float:

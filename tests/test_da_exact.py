@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import sklearn
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KNeighborsClassifier
@@ -253,6 +254,34 @@ def test_beyond_the_exact_cap_smoothing_matches_the_entropic_coupling(monkeypatc
     assert np.linalg.norm(a - b, axis=1).mean() < 0.01 * spread
     assert np.linalg.norm(a - hard, axis=1).mean() > 0.05 * spread  # smoothing did something
     assert bool(passes) != sparse_path
+
+
+def test_soft_sums_in_float32_match_float64_where_they_resolve(monkeypatch):
+    # In high dimension the smoothing temperature is far above float32's rounding of the
+    # scores: the balanced soft sums run in float32 and agree with float64 ones.
+    import skot._cells as cells_module
+
+    X, Y = _samples(300, 300, d=200)
+    transport = OTNetTransport(height="vector", solver="newton", random_state=0)
+    transport.fit(Y, X_target=X)
+    values = np.hstack([Y, np.ones((300, 1))])
+    temperature = 0.25 * adapter_module._spacing(Y)
+    dtypes = []
+    original = cells_module.PowerCells
+
+    def spy(Y_, h, **kw):
+        dtypes.append(Y_.dtype)
+        return original(Y_, h, **kw)
+
+    monkeypatch.setattr(cells_module, "PowerCells", spy)
+    fast = transport._balanced_soft_sums(Y, values, temperature)
+    assert set(dtypes) == {torch.float32}
+    monkeypatch.setattr(cells_module, "_SOFT_ROUNDING", 0.0)
+    dtypes.clear()
+    exact = transport._balanced_soft_sums(Y, values, temperature)
+    assert set(dtypes) == {torch.float64}
+    np.testing.assert_allclose(fast, exact, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(exact[:, -1], transport.target_weight_, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("smoothing", [1e-6, 0.5, 50.0])

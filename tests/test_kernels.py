@@ -161,6 +161,27 @@ def test_closest_to_enter_is_the_largest_gap(device, block_elements):
     assert torch.equal(rows, ref.argmax(dim=0))
 
 
+def test_closest_to_enter_reuses_the_rows_best_scores(device):
+    X, Y, h, dense = _diagram(device, 40, n=97)
+    cells = torch.tensor([3, 3, 17], device=device)
+    diagram = _kernels.PowerCells(Y, h)
+    top, _ = diagram.assign(X)
+    given = diagram.closest_to_enter(X, cells, top=top)
+    for a, b in zip(given, diagram.closest_to_enter(X, cells), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_score_rounding_bounds_the_float32_scores():
+    g = torch.Generator().manual_seed(0)
+    X, Y = torch.randn(300, 64, generator=g) * 5, torch.randn(200, 64, generator=g) + 3
+    h = torch.randn(200, generator=g) * 100
+    exact = X.double() @ Y.double().T + h.double()
+    rounded = (X @ Y.T + h).double()
+    bound = _kernels.score_rounding(X, Y, h, torch.float32)
+    assert 0 < float((rounded - exact).abs().max()) <= bound
+    assert _kernels.score_rounding(X, Y, h, torch.float64) < 1e-8 * bound
+
+
 @pytest.mark.parametrize("block_elements", BLOCKS)
 def test_best_outside_skips_each_rows_cells(device, block_elements):
     X, Y, h, dense = _diagram(device, 40, n=97)

@@ -94,6 +94,31 @@ def test_inverse_transform_returns_cell_barycentres(rng):
     np.testing.assert_allclose(ot.inverse_transform(Y[:3] + 0.1), expected, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # a rough map: 2 steps, few rows per cell
+def test_cell_queries_of_the_fitted_diagram(rng):
+    # The private queries that skot.da asks of a fitted map: nearest target points (no pass
+    # for the target points themselves), each cell's occupancy and the row closest to entering
+    # an empty one, the nearest other row.
+    from sklearn.neighbors import NearestNeighbors
+
+    from skot._cells import nearest_other_distances, nearest_rows
+
+    X, Y = rng.normal(size=(300, 3)), rng.normal(size=(40, 3)) + 4.0
+    ot = OTNetTransport(height="vector", max_iter=2, random_state=0).fit(X, X_target=Y)
+    np.testing.assert_array_equal(ot._nearest_target(Y), np.arange(40))
+    np.testing.assert_array_equal(ot._nearest_target(Y[::-1]), nearest_rows(Y[::-1], Y))
+    np.testing.assert_array_equal(ot._nearest_target(Y[::-1]), np.arange(40)[::-1])
+    cells = np.array([0, 5, 5, 39, 12])
+    inside, rows = ot._cell_entries(X[:30], cells)  # 30 rows leave cells empty
+    occupied = np.bincount(ot.predict_index(X[:30]), minlength=40) > 0
+    np.testing.assert_array_equal(inside, occupied[cells])
+    assert (~inside).any() and (rows[inside] == -1).all()
+    np.testing.assert_array_equal(rows[~inside], ot._closest_to_enter(X[:30], cells[~inside]))
+    Z = np.vstack([Y, Y[:3]])  # repeated rows: distance 0
+    dist, _ = NearestNeighbors(n_neighbors=2).fit(Z).kneighbors(Z)
+    np.testing.assert_allclose(nearest_other_distances(Z), dist[:, 1] ** 2, rtol=1e-10)
+
+
 def test_identity_when_no_target_and_duplicates_are_merged(rng):
     X = rng.normal(size=(50, 3))
     ot = OTNetTransport(random_state=0).fit(X)

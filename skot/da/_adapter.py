@@ -21,7 +21,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from .._cells import nearest_rows
+from .._cells import nearest_other_distances, nearest_rows
 from .._discrete import (
     _KERNEL_CUTOFF,
     entropic_plan,
@@ -55,6 +55,8 @@ def _label_scale(Xs: np.ndarray) -> float:
 
 #: Cells per target row of the sparse Sinkhorn of the semi-discrete route's smoothing.
 _SOFT_CELLS = 64
+#: Target rows whose best cells are checked first, before every row's.
+_PROBE_ROWS = 256
 
 #: ``label_weight="auto"`` with labels (see the user guide, "Class-aware transport").
 _AUTO_LABEL_WEIGHT = 0.5
@@ -94,8 +96,7 @@ def _spacing(At: np.ndarray) -> float:
     """Median over the target rows of the squared distance to the nearest other target row:
     the unit of ``smoothing`` (a temperature of one spacing weighs a neighbouring target row
     about ``exp(-1)`` as much as the row's own, whatever the scale or dimension)."""
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(At).kneighbors(At)
-    spacing = float(np.median(dist[:, 1] ** 2))
+    spacing = float(np.median(nearest_other_distances(At)))
     return spacing if spacing > 0 else 1.0
 
 
@@ -458,11 +459,21 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         values = np.hstack([At[:, :d], np.ones((At.shape[0], 1))])
         temperature = 0.5 * self.smoothing * _spacing(At)
         n, m = At.shape[0], transport.target_.shape[0]
-        scores, cells = transport._top_cells(At, min(_SOFT_CELLS, m))
-        R = (scores[:, :1] - scores) / temperature  # >= 0, a zero in every row
-        reached = np.bincount(cells.ravel(), minlength=m) > 0  # every point among some best
-        scalings = None
-        if reached.all() and (cells.shape[1] == m or R[:, -1].min() >= _KERNEL_CUTOFF):
+        width = min(_SOFT_CELLS, m)
+
+        def cut_off(rows):  # each row's kernel beyond its best cells below exp(-cutoff)
+            scores, cells = transport._top_cells(rows, width)
+            R = (scores[:, :1] - scores) / temperature  # >= 0, a zero in every row
+            return width == m or R[:, -1].min() >= _KERNEL_CUTOFF, R, cells
+
+        scalings, holds = None, False
+        # A few rows first: in high dimension they already fail, and the pass over every
+        # row (in float64) is saved.
+        if cut_off(At[:_PROBE_ROWS])[0]:
+            holds, R, cells = cut_off(At)
+            # every point among some row's best cells
+            holds = holds and bool((np.bincount(cells.ravel(), minlength=m) > 0).all())
+        if holds:
             # A zero in every column too (as in entropic_plan): no column of the kernel
             # underflows, whatever the temperature.
             column_min = np.full(m, np.inf)
@@ -642,16 +653,13 @@ class OTNetAdapter(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         # inverse_transform matches each row to its own target point (a source point here)
         # and returns the mean of the target samples of its cell.
         transport = self.transport_
-        images = np.asarray(transport.inverse_transform(rows), dtype=np.float64)
-        occupied = np.zeros(transport.target_.shape[0], dtype=bool)
-        occupied[transport.predict_index(samples)] = True
         own = transport._nearest_target(rows)
-        empty = ~occupied[own]
-        if empty.any():
-            # An empty cell's barycentre would be the source row itself (not transported):
-            # take the target sample closest to entering the cell instead, as
-            # label_proportions does for labels.
-            images[empty] = samples[transport._closest_to_enter(samples, own[empty])]
+        images = transport.barycenters_[own].astype(np.float64)  # as inverse_transform
+        # An empty cell's barycentre would be the source row itself (not transported): take
+        # the target sample closest to entering the cell instead, as label_proportions does
+        # for labels.
+        inside, entering = transport._cell_entries(samples, own)
+        images[~inside] = samples[entering[~inside]]
         return images
 
     def _pseudo_labels(self, moved, codes, Xt, n_classes):
