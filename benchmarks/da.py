@@ -384,7 +384,7 @@ def run(quick: bool, fig_dir: Path | None = None) -> str:
         "\n\nSpeed at n = m (source N(0, I), target N(0.5, 0.64 I)): POT `ot.dist` + `ot.emd` "
         "against skot's default fit, `OTNetAdapter().fit(X, X_target=Y)` without labels "
         "(an exact coupling up to 5,000 x 5,000 pairs below 8 features, up to "
-        "(1,500 max(1, d / 200))^2 pairs from 8 on, Newton steps beyond; the barycentric "
+        "(1,200 max(1, d / 500))^2 pairs from 8 on, Newton steps beyond; the barycentric "
         "images smoothed by the entropic coupling at 0.5 target spacings), best of 3 up to "
         "1,000 rows, one after the other in the same process. *cost ratio*: the transport "
         "cost of the fitted hard map (`transport_`, target rows onto source rows) over the "

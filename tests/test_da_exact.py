@@ -196,9 +196,9 @@ def test_exact_route_is_chosen_by_size_and_dimension():
     # Low dimension: exact up to the cap, whatever the shape.
     assert exact(5000, 5000, 2) and exact(2500, 10_000, 7) and not exact(5001, 5000, 2)
     # From 8 features on Newton steps take over earlier, later in high dimension.
-    assert exact(1500, 1500, 64) and not exact(2000, 2000, 64)
-    assert exact(1900, 1900, 256) and not exact(2000, 2000, 256)
-    assert exact(5000, 5000, 1000)
+    assert exact(1000, 1000, 64) and not exact(1500, 1500, 64)
+    assert exact(1000, 1000, 256) and not exact(2000, 2000, 256)
+    assert exact(2000, 2000, 1000) and not exact(3000, 3000, 1000)
     # Monotone: more pairs never go back to the exact route.
     for d in (2, 8, 64, 256, 1000):
         chosen = [exact(n, n, d) for n in range(500, 6001, 250)]

@@ -26,11 +26,11 @@ EXACT_MAX_PAIRS = 5000 * 5000
 #: time hardly depends on the dimension, a pass's grows with it)...
 NEWTON_MIN_FEATURES = 8
 #: ...: beyond ``(EXACT_SIDE * max(1, d / EXACT_SIDE_FEATURES))**2`` pairs. Measured crossings
-#: of the adapter's fits at n = m, one thread: about 1,500 rows at d = 8 and 64, 1,500 to
-#: 2,000 at d = 256, beyond 5,000 at d = 1,000 (where the Gaussian start's eigendecompositions,
-#: each pass and the smoothed images' passes cost more).
-EXACT_SIDE = 1500
-EXACT_SIDE_FEATURES = 200
+#: of the adapter's fits at n = m, one thread: 1,000 to 1,500 rows at d = 8 and 64, 1,000 to
+#: 2,000 at d = 256, 2,000 to 3,000 at d = 1,000 (where the Gaussian start's
+#: eigendecompositions and each pass cost more).
+EXACT_SIDE = 1200
+EXACT_SIDE_FEATURES = 500
 #: Newton steps of the default map (n = m = 20,000, d = 2 takes about 110).
 _MAX_ITER = 500
 #: Slack of the default map's marginal error above its floor (1%: within it the transport
