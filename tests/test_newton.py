@@ -164,3 +164,24 @@ def test_candidates_bound_the_trial_energy_from_below(device, dtype):
                 X, w, Y, moved, nu, eps, 8, current.candidates, refuse_above=exact
             )
             assert trial is not None and trial.energy == pytest.approx(exact, rel=1e-6)
+
+
+def test_model_decrease_predicts_short_steps_and_bounds_long_ones():
+    # The damping's update reads the actual over the predicted decrease: a heavily damped
+    # (short) step is where the quadratic model holds (ratio near 1); the predicted
+    # decrease is positive for any damping (the system is positive definite).
+    g = torch.Generator().manual_seed(7)
+    X = torch.randn(2000, 2, generator=g, dtype=torch.float64)
+    Y = torch.randn(100, 2, generator=g, dtype=torch.float64)
+    w, nu = X.new_full((2000,), 1 / 2000), Y.new_full((100,), 1 / 100)
+    h = -0.5 * (Y * Y).sum(1)
+    s = _newton.smoothed(X, w, Y, h, nu, 0.05, 8)
+    ratios = []
+    for damping in (1e2, 1e-2):
+        d = _newton.newton_direction(s, w, nu, s.eps, damping, rtol=1e-12, max_iter=500)
+        predicted = _newton.model_decrease(s, w, nu, s.eps, damping, d)
+        assert predicted > 0
+        actual = s.energy - _newton.smoothed(X, w, Y, h + d, nu, s.eps, 8).energy
+        ratios.append(actual / predicted)
+    assert ratios[0] == pytest.approx(1.0, abs=0.02)
+    assert 0 < ratios[1] < 1.5
