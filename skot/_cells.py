@@ -31,16 +31,17 @@ def nearest_rows(A, B) -> np.ndarray:
     return idx.numpy()
 
 
-def nearest_other_distances(A) -> np.ndarray:
-    """Squared Euclidean distance from every row of ``A`` to its nearest other row (``0`` for a
-    repeated row): the neighbour from float32 scores, its distance in float64."""
+def nearest_other_distances(A, rows=None) -> np.ndarray:
+    """Squared Euclidean distance from each row of ``A`` (or those of index ``rows``) to its
+    nearest other row (``0`` for a repeated row): the neighbour from float32 scores, its
+    distance in float64."""
     A = np.asarray(A, dtype=np.float64)
+    rows = np.arange(A.shape[0]) if rows is None else np.asarray(rows)
     At = torch.from_numpy(A).to(_DTYPE)
-    _, idx = PowerCells(At, -0.5 * (At**2).sum(dim=1)).top_k(At, 2)
+    _, idx = PowerCells(At, -0.5 * (At**2).sum(dim=1)).top_k(At[torch.from_numpy(rows)], 2)
     idx = idx.numpy()
-    rows = np.arange(A.shape[0])
     other = np.where(idx[:, 0] == rows, idx[:, 1], idx[:, 0])
-    diff = A - A[other]
+    diff = A[rows] - A[other]
     return np.einsum("ij,ij->i", diff, diff)
 
 

