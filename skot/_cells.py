@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from ._kernels import PowerCells, score_rounding
+from ._potentials import typical_spacing
 
-__all__ = ["FittedCellsMixin", "nearest_other_distances", "nearest_rows"]
+__all__ = ["FittedCellsMixin", "median_spacing", "nearest_rows"]
 
 _DTYPE = torch.float32
 #: Largest rounding of a score, as a share of the temperature, for the soft passes of
@@ -31,18 +32,12 @@ def nearest_rows(A, B) -> np.ndarray:
     return idx.numpy()
 
 
-def nearest_other_distances(A, rows=None) -> np.ndarray:
-    """Squared Euclidean distance from each row of ``A`` (or those of index ``rows``) to its
-    nearest other row (``0`` for a repeated row): the neighbour from float32 scores, its
-    distance in float64."""
-    A = np.asarray(A, dtype=np.float64)
-    rows = np.arange(A.shape[0]) if rows is None else np.asarray(rows)
-    At = torch.from_numpy(A).to(_DTYPE)
-    _, idx = PowerCells(At, -0.5 * (At**2).sum(dim=1)).top_k(At[torch.from_numpy(rows)], 2)
-    idx = idx.numpy()
-    other = np.where(idx[:, 0] == rows, idx[:, 1], idx[:, 0])
-    diff = A[rows] - A[other]
-    return np.einsum("ij,ij->i", diff, diff)
+def median_spacing(A, n_queries: int) -> float:
+    """Median distance from a row of ``A`` to its nearest other row
+    (:func:`~._potentials.typical_spacing` in float64, over at most ``n_queries`` rows drawn
+    with a fixed seed; ``1.0`` when every row repeats another)."""
+    A = torch.tensor(np.ascontiguousarray(A, dtype=np.float64))
+    return typical_spacing(A, n_queries=n_queries, generator=torch.Generator().manual_seed(0))
 
 
 class FittedCellsMixin:

@@ -234,12 +234,22 @@ def _damping_shift(diag: Tensor, damping: float) -> Tensor:
 
 
 def model_decrease(
-    s: Smoothed, w: Tensor, nu: Tensor, eps: float, damping: float, d: Tensor, *, group=LOCAL
+    s: Smoothed,
+    w: Tensor,
+    nu: Tensor,
+    eps: float,
+    damping: float,
+    d: Tensor,
+    *,
+    diag: Tensor | None = None,
+    group: LocalGroup = LOCAL,
 ) -> float:
     """The decrease of the smoothed energy that its quadratic model predicts for the damped
     step ``d`` (:func:`newton_direction`'s): with ``(H + S) d = b``, ``b = nu - soft``,
-    ``-(g d + d H d / 2) = (b d + d S d) / 2``."""
-    shift = _damping_shift(_hessian_diagonal(s, w.double() / eps, nu.shape[0], group), damping)
+    ``-(g d + d H d / 2) = (b d + d S d) / 2``. ``diag``: the Hessian's diagonal, if built."""
+    if diag is None:
+        diag = _hessian_diagonal(s, w.double() / eps, nu.shape[0], group)
+    shift = _damping_shift(diag, damping)
     d = d.double()
     return 0.5 * (float((nu.double() - s.soft) @ d) + float((shift * d) @ d))
 
@@ -253,16 +263,19 @@ def newton_direction(
     *,
     max_iter: int = 50,
     rtol: float = 1e-3,
+    diag: Tensor | None = None,
     group: LocalGroup = LOCAL,
 ) -> Tensor:
     """Solve ``(H + damping D) d = nu - soft`` by Jacobi-preconditioned conjugate gradients.
 
     ``D`` is the Hessian's diagonal floored at its mean: cells that few samples touch (a
-    new point's empty cell) get a bounded step instead of one that floods them.
+    new point's empty cell) get a bounded step instead of one that floods them. ``diag``:
+    that diagonal, if already built (it depends on the pass, not the damping).
     """
     m = nu.shape[0]
     w_eps = w.double() / eps
-    diag = _hessian_diagonal(s, w_eps, m, group)
+    if diag is None:
+        diag = _hessian_diagonal(s, w_eps, m, group)
     # A sample all but certain of its cell adds nothing to the Hessian's products (its p_i is
     # a unit vector to within SATURATED): only the others enter them, which at the low
     # temperatures of the last steps are a small share of the sample. The diagonal ``D`` (the
@@ -333,8 +346,9 @@ def newton_step(
     error = float(g.abs().sum())
     # Allowance for float32 scores: energy differences below it are rounding, not ascent.
     noise = 1e-7 * (abs(current.energy) + 1.0)
+    diag = _hessian_diagonal(current, w.double() / eps, nu.shape[0], group)  # every try's
     for _ in range(max_tries):
-        d = newton_direction(current, w, nu, eps, damping, group=group)
+        d = newton_direction(current, w, nu, eps, damping, diag=diag, group=group)
         if not bool(torch.isfinite(d).all()):
             damping *= 4
             continue
@@ -347,7 +361,7 @@ def newton_step(
             damping *= 4
             continue
         if trial.energy <= limit and float((trial.soft - nu.double()).abs().sum()) < error:
-            predicted = model_decrease(current, w, nu, eps, damping, d, group=group)
+            predicted = model_decrease(current, w, nu, eps, damping, d, diag=diag, group=group)
             rho = (current.energy - trial.energy) / predicted if predicted > 0 else 1.0
             return d, trial, max(damping * max(1 / 3, 1 - (2 * rho - 1) ** 3), 1e-6)
         damping *= 4

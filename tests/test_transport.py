@@ -98,10 +98,8 @@ def test_inverse_transform_returns_cell_barycentres(rng):
 def test_cell_queries_of_the_fitted_diagram(rng):
     # The private queries that skot.da asks of a fitted map: nearest target points (no pass
     # for the target points themselves), each cell's occupancy and the row closest to entering
-    # an empty one, the nearest other row.
-    from sklearn.neighbors import NearestNeighbors
-
-    from skot._cells import nearest_other_distances, nearest_rows
+    # an empty one.
+    from skot._cells import nearest_rows
 
     X, Y = rng.normal(size=(300, 3)), rng.normal(size=(40, 3)) + 4.0
     ot = OTNetTransport(height="vector", max_iter=2, random_state=0).fit(X, X_target=Y)
@@ -114,9 +112,6 @@ def test_cell_queries_of_the_fitted_diagram(rng):
     np.testing.assert_array_equal(inside, occupied[cells])
     assert (~inside).any() and (rows[inside] == -1).all()
     np.testing.assert_array_equal(rows[~inside], ot._closest_to_enter(X[:30], cells[~inside]))
-    Z = np.vstack([Y, Y[:3]])  # repeated rows: distance 0
-    dist, _ = NearestNeighbors(n_neighbors=2).fit(Z).kneighbors(Z)
-    np.testing.assert_allclose(nearest_other_distances(Z), dist[:, 1] ** 2, rtol=1e-10)
 
 
 def test_identity_when_no_target_and_duplicates_are_merged(rng):
