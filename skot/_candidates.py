@@ -127,11 +127,7 @@ class Candidates:
             return False
         if held is None:
             held = torch.arange(n0, device=X.device)
-        slot = self._slot(self.reference.new_empty(0))
-        if slot is None:
-            delta, scores, _, _ = self._rescore(cells, 1)
-            slot = self._merge_fewest(scores, delta, self._slack(cells))
-            del delta, scores
+        slot = self._free_slot(cells, self.reference.new_empty(0))
         fresh = torch.ones(n, dtype=torch.bool, device=X.device)
         fresh[held] = False
         fresh = fresh.nonzero().squeeze(1)
@@ -238,12 +234,10 @@ class Candidates:
         counts = valid.sum(dim=1)
         short = (counts < max(self.width // 2, 1)).nonzero().squeeze(1)
         self.n_full, self.n_scores = 0, n * fresh.numel()
-        slot = self._slot(short) if short.numel() else None
-        if short.numel() and slot is None:
-            self._refresh_all(cells)
-            return
         if short.numel():
-            self._refresh_rows(cells, short, slot)
+            # With every reference in use, the fewest-used one moves to the current heights:
+            # the short rows' pass, not every row's.
+            self._refresh_rows(cells, short, self._free_slot(cells, short))
             counts[short] = self.width
         self._min_valid = int(counts.min())
 
@@ -454,6 +448,15 @@ class Candidates:
         rows = (self.reference == slot).nonzero().squeeze(1)
         self.scores[rows] = scores[rows]
         self.floor[rows] += delta[slot].amax() + slack[rows]
+        return slot
+
+    def _free_slot(self, cells: PowerCells, rows: Tensor) -> int:
+        """:meth:`_slot` for ``rows``, or, when every reference is in use, the one that
+        :meth:`_merge_fewest` frees (its rows moved to the heights of ``cells``)."""
+        slot = self._slot(rows)
+        if slot is None:
+            delta, scores, _, _ = self._rescore(cells, 1)
+            slot = self._merge_fewest(scores, delta, self._slack(cells))
         return slot
 
     def _slot(self, rows: Tensor) -> int | None:

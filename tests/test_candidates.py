@@ -196,6 +196,22 @@ def test_retarget_without_moves_makes_no_full_pass(device):
     assert candidates.n_full < 503 // 4
 
 
+def test_retarget_with_every_reference_in_use_passes_only_the_short_rows(device):
+    # Rows that lose most of their candidates get a pass; with no free reference the
+    # fewest-used one moves to the current heights instead of every row getting a pass.
+    X, Y, h, _ = _tied_problem(device, 503, 700, 3, seed=7)
+    candidates = Candidates(PowerCells(Y, h), X, 12, max_references=1)
+    keep = torch.ones(700, dtype=torch.bool, device=device)
+    keep[candidates.index[0].long()] = False  # row 0 and its neighbours lose their cells
+    keep = keep.nonzero().squeeze(1)
+    candidates.retarget(Y, PowerCells(Y[keep], h[keep]), keep)
+    assert 5 <= candidates.n_full < 503 // 4
+    for move in [0.0, 0.5]:
+        h_new = h[keep] + move * (Y[keep, 0] > 0)
+        vals, idx = candidates.top_k(PowerCells(Y[keep], h_new), 5)
+        assert torch.equal(vals, _brute_top_k(torch.addmm(h_new, X, Y[keep].T), 5)[0])
+
+
 def test_candidates_cover_equal_rows_only(device):
     X, Y, h, _ = _tied_problem(device, 50, 30, 3, seed=1)
     candidates = Candidates(PowerCells(Y, h), X, 8)
