@@ -88,6 +88,31 @@ def test_saturated_samples_leave_the_damped_system_unchanged(monkeypatch):
     torch.testing.assert_close(skipped, full, rtol=1e-6, atol=1e-9 * float(full.abs().max()))
 
 
+@pytest.mark.parametrize("after", [0, 3])
+def test_dense_hessian_products_leave_the_direction_unchanged(monkeypatch, device, after):
+    # After DENSE_AFTER products over the rows the conjugate gradients switch to the (m, m)
+    # matrix: the same system, so the same direction up to rounding; saturated samples out
+    # of it as out of the row products.
+    g = torch.Generator().manual_seed(8)
+    X = torch.randn(2000, 2, generator=g, dtype=torch.float64).to(device)
+    Y = torch.randn(300, 2, generator=g, dtype=torch.float64).to(device)
+    w, nu = X.new_full((2000,), 1 / 2000), Y.new_full((300,), 1 / 300)
+    s = _newton.smoothed(X, w, Y, -0.5 * (Y * Y).sum(1), nu, 3e-3, 8)
+    assert 0 < float((s.prob[:, 0] >= 1 - _newton.SATURATED).double().mean()) < 1
+    rows = _newton.newton_direction(s, w, nu, s.eps, 1e-3, rtol=1e-10, max_iter=300)
+    monkeypatch.setattr(_newton, "DENSE_AFTER", after)
+    built = []
+    dense_hessian = _newton._dense_hessian
+    monkeypatch.setattr(_newton, "_dense_hessian", lambda *a: built.append(1) or dense_hessian(*a))
+    dense = _newton.newton_direction(s, w, nu, s.eps, 1e-3, rtol=1e-10, max_iter=300)
+    assert built == [1]
+    torch.testing.assert_close(dense, rows, rtol=1e-7, atol=1e-9 * float(rows.abs().max()))
+    monkeypatch.setattr(_newton, "DENSE_MAX_CELLS", 299)  # too many cells: rows only
+    built.clear()
+    _newton.newton_direction(s, w, nu, s.eps, 1e-3, rtol=1e-10, max_iter=300)
+    assert built == []
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_row_chunks_leave_masses_energies_and_directions_unchanged(monkeypatch, device, dtype):
     # The per-sample temporaries are built in row chunks (bounded memory); chunks of 97 rows,
