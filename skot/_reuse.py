@@ -11,6 +11,7 @@ every cell.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -55,6 +56,32 @@ def transfer_heights(
     return out
 
 
+def _smooth_motion(Y: Tensor, moved: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """The affine part of the moves ``moved`` of the points ``Y`` (least squares in float64,
+    slightly ridged; the mean move alone with fewer than ``2 (d + 1)`` points or for a motion
+    that is not small), and the inverse of that motion, for points placed after it."""
+    n, d = Y.shape
+    if n == 0 or not bool(moved.any()):
+        return torch.zeros_like(moved), lambda Z: Z
+    shift = moved.mean(dim=0)
+    translated = shift.expand_as(moved), lambda Z: Z - shift
+    if n < 2 * (d + 1):
+        return translated
+    center = Y.mean(dim=0)
+    Yc = (Y - center).double()
+    G = Yc.T @ Yc
+    G += (1e-10 * float(torch.trace(G)) / d + 1e-300) * torch.eye(d, dtype=G.dtype, device=G.device)
+    A = torch.linalg.solve(G, Yc.T @ (moved - shift).double())  # moved ~ Yc A + shift
+    if not bool(torch.isfinite(A).all()) or float(torch.linalg.matrix_norm(A, 2)) >= 0.5:
+        return translated
+    inverse = torch.linalg.inv(torch.eye(d, dtype=A.dtype, device=A.device) + A)
+
+    def back(Z: Tensor) -> Tensor:
+        return ((Z - shift - center).double() @ inverse).to(Z.dtype) + center
+
+    return (Yc @ A).to(moved.dtype) + shift, back
+
+
 def heights_for(
     model: HeightModel,
     Y_old: Tensor,
@@ -65,13 +92,18 @@ def heights_for(
 ) -> Tensor:
     """Heights that continue ``model``'s heights on ``Y_old`` to the points ``Y_new``.
 
-    ``rows[i]`` is the index in ``Y_old`` of new point ``i`` (``-1``: a new point). A matched
-    point keeps its height, moved to first order along ``grad_old`` (the height function's
-    gradient at the old points) if it moved, so its cell stays where it was. A new point gets
-    the network's height ``offset + f_theta(y)`` when the model has a network (after
-    :func:`distill`, the smooth dual potential), else its old neighbours' first-order
-    expansions (:func:`transfer_heights`). ``h_old`` are the old points' heights (default:
-    the model's).
+    ``rows[i]`` is the index in ``Y_old`` of new point ``i`` (``-1``: a new point). The
+    matched points' moves are split into their affine part (least squares) and the rest. The
+    affine part keeps the heights: a translated target has the same cells at the same heights
+    exactly (its cost differs by terms of ``x`` alone and of ``y`` alone), and for rotations,
+    scalings and shears the unchanged heights are far closer than a first-order expansion,
+    whose error grows with the common move of neighbouring points. The rest moves each
+    matched point's height to first order along ``grad_old`` (the height function's gradient
+    at the old points), so its cell stays where it was. A new point gets the height at its
+    place before the affine motion: the network's ``offset + f_theta(y)`` when the model has
+    a network (after :func:`distill`, the smooth dual potential), else its old neighbours'
+    first-order expansions (:func:`transfer_heights`). ``h_old`` are the old
+    points' heights (default: the model's).
     """
     with torch.no_grad():
         if h_old is None:
@@ -80,9 +112,10 @@ def heights_for(
         src = rows[matched]
         h_new = torch.empty(Y_new.shape[0], dtype=h_old.dtype, device=h_old.device)
         moved = Y_new[matched] - Y_old[src]
-        h_new[matched] = h_old[src] + (moved * grad_old[src]).sum(dim=1)
+        smooth, back = _smooth_motion(Y_old[src], moved)
+        h_new[matched] = h_old[src] + ((moved - smooth) * grad_old[src]).sum(dim=1)
         net = getattr(model, "net", None)
-        fresh = Y_new[~matched]
+        fresh = back(Y_new[~matched])
         if net is not None:
             h_new[~matched] = model.offset(fresh) + net(fresh)
         else:

@@ -93,7 +93,11 @@ def test_target_ids_move_the_trained_heights_to_first_order():
     ot.fit(X, X_target=Y, target_ids=ids)
     assert np.abs(ot.potential_.net(ot._target_t).detach().numpy()).max() > 1e-3  # trained
     h_old, bary = _heights(ot), ot._barycenters_t.numpy()
-    Y2 = Y + 0.05 * rng.normal(size=Y.shape)
+    # Independent moves with no affine part (that part keeps the heights: next test).
+    dY = 0.05 * rng.normal(size=Y.shape)
+    basis = np.hstack([np.ones((30, 1)), Y])
+    dY -= basis @ np.linalg.lstsq(basis, dY, rcond=None)[0]
+    Y2 = Y + dY
     nu = np.full(30, 1 / 30)
     by_id = pickle.loads(pickle.dumps(ot))
     by_id._change_target(Y2, nu, ids)
@@ -115,6 +119,33 @@ def test_target_ids_move_the_trained_heights_to_first_order():
     by_id.fit(X, X_target=Y2, target_ids=ids)
     warm_start_tv = by_id.marginal_error_curve_[n_before][1]
     assert warm_start_tv < 0.5 * cold.marginal_error_curve_[0][1]
+
+
+@pytest.mark.parametrize("height", ["vector", "residual"])
+def test_an_affine_motion_of_the_target_keeps_the_heights(height):
+    # A translated target has the same cells at the same heights: exact. A rotation and
+    # scaling keep them too, far closer than the first-order expansion of every point's move
+    # (the barycentre rule), whose error grows with the common move of neighbouring points.
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(20000, 2)) * [1.5, 0.4] + 0.3  # neither centred nor isotropic
+    Y = rng.normal(size=(200, 2))
+    ids = np.arange(200)
+    ot = OTNetTransport(height=height, random_state=0).fit(X, X_target=Y, target_ids=ids)
+    H = ot.heights_
+    shifted = ot.predict_heights(Y + [0.3, -0.2], target_ids=ids)
+    np.testing.assert_allclose(shifted - shifted.mean(), H - H.mean(), atol=1e-5)
+    t = np.radians(3)
+    R = 1.02 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    c = Y.mean(axis=0)
+    Y2 = c + (Y - c) @ R.T + [0.05, 0.0]
+    first_order = H - ((Y2 - Y) * ot.barycenters_).sum(axis=1)
+    tv_kept = _tv_of_heights(X, Y2, ot.predict_heights(Y2, target_ids=ids))
+    assert tv_kept < 0.5 * _tv_of_heights(X, Y2, first_order)
+    # A new point of a translated target takes the height of its place before the move.
+    new, t = np.array([[0.2, 0.1]]), np.array([0.3, -0.2])
+    before = ot.predict_heights(np.vstack([Y, new]), target_ids=np.r_[ids, 999])
+    after = ot.predict_heights(np.vstack([Y, new]) + t, target_ids=np.r_[ids, 999])
+    np.testing.assert_allclose(after - after.mean(), before - before.mean(), atol=1e-5)
 
 
 @pytest.mark.parametrize("height", ["vector", "residual", "network"])
