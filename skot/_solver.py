@@ -375,7 +375,8 @@ def restart_schedule(
     starts from, and with ``new_points`` (a boolean mask over the targets marking points
     without trained heights; all false when only points moved or weights changed) the heights
     are corrected from that pass's candidate cells (:func:`._reuse.warm_start_heights`), and
-    the corrections kept if they lower the marginal error.
+    the corrections kept if they lower the marginal error (none when the carried heights are
+    already within ``tol`` by their candidates' best cells).
     The batch size, step sizes and Newton temperature are taken from the first evaluation of
     the previous run that had reached that error: a warm start close to the solution skips the
     coarse stage instead of repeating it, and one far from it starts over. Parameters and
@@ -402,13 +403,16 @@ def restart_schedule(
                 vals, idx = candidates.rescored(cells, _newton.TOP_K)
                 masses = torch.bincount(idx[:, 0], weights=w.double(), minlength=Y.shape[0])
                 carried = marginal_error(masses, nu)
-                warm = warm_start_heights(X, Y, vals, idx, w, h, nu, new_points)
-                corrected = _newton.smoothed(
-                    X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
-                )
-                if marginal_error(corrected.hard, nu) < carried:
-                    model.residual += (warm - h).to(model.residual.dtype)
-                    h, first = model(Y), corrected
+                # Carried heights already within the tolerance by their candidates' best
+                # cells (no pass) need only their certified pass.
+                if carried > config.tol:
+                    warm = warm_start_heights(X, Y, vals, idx, w, h, nu, new_points)
+                    corrected = _newton.smoothed(
+                        X, w, Y, warm, nu, None, _newton.TOP_K, candidates, group=problem.group
+                    )
+                    if marginal_error(corrected.hard, nu) < carried:
+                        model.residual += (warm - h).to(model.residual.dtype)
+                        h, first = model(Y), corrected
             if first is None:
                 first = _newton.smoothed(
                     X, w, Y, h, nu, None, _newton.TOP_K, candidates, group=problem.group

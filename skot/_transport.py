@@ -715,9 +715,11 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
 
         The network part carries over as it is. With per-point residuals (vector and residual
         heights), a point matched to a previous point (by id when both calls gave
-        ``target_ids``, else by exact coordinates) starts from its trained height, moved to
-        first order if the point moved; the others start from their nearest previous points'
-        first-order expansions (:func:`~._reuse.carry_over_heights`).
+        ``target_ids``, else by exact coordinates) starts from its trained height, kept through
+        the affine part of the points' moves and moved to first order by the rest; the others
+        start from the network's height or their nearest previous points' first-order
+        expansions, at their places before the affine motion
+        (:func:`~._reuse.carry_over_heights`).
         """
         same_points = np.array_equal(Y, self.target_)
         if same_points and np.array_equal(nu, self.target_weight_):
@@ -853,10 +855,12 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         """Heights the trained model gives the points ``X_target``, at once (no fitting).
 
         OT-Net's "at once": a point of the fitted target (matched by id when both this call
-        and the fit gave ``target_ids``, else by exact coordinates) keeps its trained height,
-        moved to first order if it moved; a new point gets the network's height (the smooth
-        dual potential learnt from the trained heights) or, without a network
-        (``height="vector"``), its nearest trained points' first-order expansions. These are
+        and the fit gave ``target_ids``, else by exact coordinates) keeps its trained height
+        through the affine part of the points' moves (exact for a translated target) and moves
+        to first order by the rest of its move; a new point gets, at its place before that
+        affine motion, the network's height (the smooth dual potential learnt from the trained
+        heights) or, without a network (``height="vector"``), its nearest trained points'
+        first-order expansions. These are
         the heights a warm start (``warm_start=True`` or :meth:`partial_fit`) on a changed
         ``X_target`` starts from, before its new points are fitted to their target mass.
 

@@ -148,6 +148,28 @@ def test_an_affine_motion_of_the_target_keeps_the_heights(height):
     np.testing.assert_allclose(after - after.mean(), before - before.mean(), atol=1e-5)
 
 
+def test_a_warm_start_within_the_tolerance_makes_no_corrections(monkeypatch):
+    # A translated target keeps its heights exactly: the carried heights are within tol by
+    # their candidates, so the warm start's only work is their certified pass.
+    import skot._solver
+
+    corrections = []
+    correct = skot._solver.warm_start_heights
+    monkeypatch.setattr(
+        skot._solver, "warm_start_heights", lambda *a: corrections.append(1) or correct(*a)
+    )
+    rng, X, Y = _data(n=20000)
+    ids = np.arange(30)
+    ot = OTNetTransport(height="vector", random_state=0, warm_start=True)
+    ot.fit(X, X_target=Y, target_ids=ids)
+    steps = ot.n_iter_
+    ot.fit(X, X_target=Y + [0.2, -0.1], target_ids=ids)
+    assert ot.converged_ and ot.n_iter_ == steps + 1 and corrections == []
+    Y2, _, new_ids = _changed(rng, Y, 0.3)  # new points: corrected
+    ot.fit(X, X_target=Y2, target_ids=new_ids)
+    assert ot.converged_ and corrections == [1]
+
+
 @pytest.mark.parametrize("height", ["vector", "residual", "network"])
 @pytest.mark.parametrize("change", ["new points", "drift by id", "reweight", "reseed"])
 def test_every_kind_of_target_change_converges_warm(height, change, device):
