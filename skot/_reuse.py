@@ -102,8 +102,8 @@ def heights_for(
     at the old points), so its cell stays where it was. A new point gets the height at its
     place before the affine motion: the network's ``offset + f_theta(y)`` when the model has
     a network (after :func:`distill`, the smooth dual potential), else its old neighbours'
-    first-order expansions (:func:`transfer_heights`). ``h_old`` are the old
-    points' heights (default: the model's).
+    first-order expansions (:func:`transfer_heights`). ``h_old`` are the old points' heights
+    (default: the model's).
     """
     with torch.no_grad():
         if h_old is None:

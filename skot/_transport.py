@@ -860,9 +860,9 @@ class OTNetTransport(FittedCellsMixin, OneToOneFeatureMixin, TransformerMixin, B
         to first order by the rest of its move; a new point gets, at its place before that
         affine motion, the network's height (the smooth dual potential learnt from the trained
         heights) or, without a network (``height="vector"``), its nearest trained points'
-        first-order expansions. These are
-        the heights a warm start (``warm_start=True`` or :meth:`partial_fit`) on a changed
-        ``X_target`` starts from, before its new points are fitted to their target mass.
+        first-order expansions. These are the heights a warm start (``warm_start=True`` or
+        :meth:`partial_fit`) on a changed ``X_target`` starts from, before its new points are
+        fitted to their target mass.
 
         Parameters
         ----------
