@@ -72,10 +72,9 @@ CANDIDATES = 16
 #: whatever the sample's size, instead of several ``(n, TOP_K)`` float64 arrays at once.
 ROW_CHUNK = 2**15
 #: The conjugate gradients' Hessian products switch to a dense ``(m, m)`` matrix after this
-#: many products over the rows (the matrix costs about as many to build: n = 1e5, m = 1,000,
-#: 0.16 s against 0.012 s a product, then 0.3 ms a product), where m is at most
-#: :data:`DENSE_MAX_CELLS` (32 MB). Only systems that need many iterations (low dimension)
-#: get there.
+#: many products over the rows (building it costs about as many; each later product is then
+#: a small matvec), where m is at most :data:`DENSE_MAX_CELLS` (32 MB of float64). Only
+#: systems that need many iterations (low dimension) get there.
 DENSE_AFTER = 16
 DENSE_MAX_CELLS = 2048
 #: A cold fit first solves on nested random subsamples, each ``COARSE_FACTOR`` times smaller
